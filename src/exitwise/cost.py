@@ -1,0 +1,108 @@
+"""The cost account: FLOPs of every stage and exit head, measured with ``torch.utils.flop_counter``.
+
+Convention (stated once, used everywhere): FLOPs = 2 x multiply-accumulates (MACs), which is what
+``torch.utils.flop_counter.FlopCounterMode`` counts for convolutions and matrix products.
+Element-wise ops (activations, batch norm in eval, additions, softmax) are not counted.
+MACs are reported as FLOPs / 2 and labelled as such.
+
+The cost of leaving at exit ``i`` = stages ``0..i`` + every exit head ``0..i`` evaluated on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["CostAccount", "count_flops"]
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs counted by ``FlopCounterMode`` while ``fn()`` runs (no gradients are recorded)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+@dataclass(frozen=True)
+class CostAccount:
+    """Measured per-sample FLOPs of a multi-exit network at one input size.
+
+    Attributes:
+        stage_flops: FLOPs of each stage (the blocks between two exits), shallow to deep.
+        exit_flops: FLOPs of each exit head; the last is the backbone's own classifier.
+        input_shape: ``(C, H, W)`` the costs were measured at, batch size 1.
+    """
+
+    stage_flops: tuple[int, ...]
+    exit_flops: tuple[int, ...]
+    input_shape: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        if len(self.stage_flops) != len(self.exit_flops):
+            raise ValueError(
+                f"one stage per exit expected, got {len(self.stage_flops)} stages "
+                f"and {len(self.exit_flops)} exits"
+            )
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.exit_flops)
+
+    @property
+    def path_flops(self) -> tuple[int, ...]:
+        """FLOPs spent by a sample that leaves at exit i: stages 0..i + heads 0..i."""
+        out, total = [], 0
+        for s, e in zip(self.stage_flops, self.exit_flops, strict=True):
+            total += s + e
+            out.append(total)
+        return tuple(out)
+
+    @property
+    def backbone_flops(self) -> int:
+        """FLOPs of the plain backbone: every stage + its own classifier, no side exits."""
+        return sum(self.stage_flops) + self.exit_flops[-1]
+
+    @property
+    def path_fractions(self) -> tuple[float, ...]:
+        """``path_flops`` as fractions of ``backbone_flops``."""
+        return tuple(p / self.backbone_flops for p in self.path_flops)
+
+    def path_flops_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
+        return torch.tensor(self.path_flops, dtype=torch.int64, device=device)
+
+    def rows(self) -> list[dict[str, float | int]]:
+        """One row per exit: stage, head and path FLOPs and MACs, and the path fraction."""
+        return [
+            {
+                "exit": i,
+                "stage_flops": s,
+                "head_flops": e,
+                "path_flops": p,
+                "path_macs": p // 2,
+                "path_fraction": f,
+            }
+            for i, (s, e, p, f) in enumerate(
+                zip(
+                    self.stage_flops,
+                    self.exit_flops,
+                    self.path_flops,
+                    self.path_fractions,
+                    strict=True,
+                )
+            )
+        ]
+
+    def to_dict(self) -> dict:
+        return {
+            "convention": "FLOPs = 2 x MACs, counted by torch.utils.flop_counter at batch size 1",
+            "input_shape": list(self.input_shape),
+            "stage_flops": list(self.stage_flops),
+            "exit_flops": list(self.exit_flops),
+            "path_flops": list(self.path_flops),
+            "path_macs": [p // 2 for p in self.path_flops],
+            "backbone_flops": self.backbone_flops,
+            "backbone_macs": self.backbone_flops // 2,
+        }

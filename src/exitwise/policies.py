@@ -1,0 +1,150 @@
+"""Exit policies: pure functions of the exit outputs seen so far.
+
+A policy answers, at exit ``i``, for every sample still running: does it leave here, with which
+prediction and which confidence? It sees the outputs of exits ``0..i`` of those samples only, so the
+same object drives the offline simulation (outputs of a whole dataset, computed once) and live
+routed inference (outputs of the samples still in the batch), and both make the same decisions.
+
+The last exit is not asked: every sample that reaches it leaves there (see ``final_decision``).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from exitwise.nets.multi_exit import ExitOutput
+
+__all__ = [
+    "ExitDecision",
+    "ExitPolicy",
+    "MaxProbability",
+    "Entropy",
+    "final_decision",
+]
+
+
+@dataclass(frozen=True)
+class ExitDecision:
+    """A policy's answer at one exit for a batch of ``B`` samples.
+
+    Attributes:
+        exit_mask: ``(B,)`` bool, True where the sample leaves here.
+        prediction: ``(B,)`` int64 class predicted if it leaves.
+        confidence: ``(B,)`` float, the policy's confidence score (higher = surer).
+    """
+
+    exit_mask: Tensor
+    prediction: Tensor
+    confidence: Tensor
+
+
+def _max_softmax(logits: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    probs = torch.softmax(logits / temperature if temperature != 1.0 else logits, dim=1)
+    conf, pred = probs.max(dim=1)
+    return conf, pred
+
+
+def final_decision(output: ExitOutput) -> ExitDecision:
+    """The decision at the last exit: everyone leaves, predicting the argmax."""
+    conf, pred = _max_softmax(output.logits)
+    return ExitDecision(torch.ones_like(pred, dtype=torch.bool), pred, conf)
+
+
+class ExitPolicy(ABC):
+    """Base class: subclasses implement :meth:`decide` for side exits.
+
+    ``decide`` must treat each sample (row) independently, so that its answer for a sample does not
+    depend on which other samples are in the batch.
+    """
+
+    @abstractmethod
+    def decide(self, exit_idx: int, outputs: Sequence[ExitOutput]) -> ExitDecision:
+        """Decide at side exit ``exit_idx`` given ``outputs[0..exit_idx]`` of the same samples."""
+
+    def describe(self) -> str:
+        return repr(self)
+
+
+def _per_exit(value: float | Sequence[float], name: str) -> tuple[float, ...] | float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    vals = tuple(float(v) for v in value)
+    if not vals:
+        raise ValueError(f"{name} needs at least one value")
+    return vals
+
+
+def _threshold_at(thresholds: tuple[float, ...] | float, exit_idx: int, name: str) -> float:
+    if isinstance(thresholds, float):
+        return thresholds
+    if exit_idx >= len(thresholds):
+        raise ValueError(
+            f"{name} has {len(thresholds)} per-exit values but exit {exit_idx} was asked; "
+            "give one value per side exit"
+        )
+    return thresholds[exit_idx]
+
+
+class MaxProbability(ExitPolicy):
+    """Leave at the first exit whose maximum softmax probability >= ``threshold``.
+
+    The rule of seed 002 (Pacheco et al.) and most early-exit work. ``threshold`` is one value for
+    every side exit or one per side exit. ``temperature`` (one or per exit) rescales the logits
+    first (temperature scaling, Guo et al. 2017). A threshold above 1 means "never leave early".
+    """
+
+    def __init__(
+        self,
+        threshold: float | Sequence[float],
+        temperature: float | Sequence[float] = 1.0,
+    ) -> None:
+        self.threshold = _per_exit(threshold, "threshold")
+        self.temperature = _per_exit(temperature, "temperature")
+        for t in (self.temperature,) if isinstance(self.temperature, float) else self.temperature:
+            if not t > 0:
+                raise ValueError(f"temperatures must be > 0, got {self.temperature}")
+        for t in (self.threshold,) if isinstance(self.threshold, float) else self.threshold:
+            if math.isnan(t):
+                raise ValueError("threshold is NaN")
+
+    def decide(self, exit_idx: int, outputs: Sequence[ExitOutput]) -> ExitDecision:
+        conf, pred = _max_softmax(
+            outputs[exit_idx].logits, _threshold_at(self.temperature, exit_idx, "temperature")
+        )
+        return ExitDecision(
+            conf >= _threshold_at(self.threshold, exit_idx, "threshold"), pred, conf
+        )
+
+    def __repr__(self) -> str:
+        return f"MaxProbability(threshold={self.threshold}, temperature={self.temperature})"
+
+
+class Entropy(ExitPolicy):
+    """Leave where the entropy of the softmax (in nats) <= ``threshold`` (BranchyNet's rule).
+
+    With ``normalized=True`` the entropy is divided by ``log(num_classes)`` so thresholds lie in
+    [0, 1] for any number of classes. The confidence reported is ``1 - normalised entropy``.
+    """
+
+    def __init__(self, threshold: float | Sequence[float], normalized: bool = False) -> None:
+        self.threshold = _per_exit(threshold, "threshold")
+        self.normalized = normalized
+
+    def decide(self, exit_idx: int, outputs: Sequence[ExitOutput]) -> ExitDecision:
+        logits = outputs[exit_idx].logits
+        logp = torch.log_softmax(logits, dim=1)
+        entropy = -(logp.exp() * logp).sum(dim=1)
+        norm = math.log(logits.shape[1]) if logits.shape[1] > 1 else 1.0
+        score = entropy / norm if self.normalized else entropy
+        pred = logits.argmax(dim=1)
+        mask = score <= _threshold_at(self.threshold, exit_idx, "threshold")
+        return ExitDecision(mask, pred, 1.0 - entropy / norm)
+
+    def __repr__(self) -> str:
+        return f"Entropy(threshold={self.threshold}, normalized={self.normalized})"

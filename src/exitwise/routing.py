@@ -1,0 +1,282 @@
+"""Routed inference with true per-sample early exit, and its offline twin.
+
+* :func:`route` runs a batch stage by stage; after each exit the samples that leave are dropped
+  from the batch, so no later stage or head runs for them.
+* :func:`simulate` applies the same policy to exit outputs computed once over a dataset
+  (:func:`collect_outputs`) with vectorised tensor ops; it predicts exactly what :func:`route`
+  does (predictions, exit taken, FLOPs).
+* :func:`sweep`, :func:`pareto_front` and :func:`oracle` build the accuracy-versus-FLOPs picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from exitwise.cost import CostAccount
+from exitwise.nets.multi_exit import ExitOutput, MultiExitNet, as_exit_output
+from exitwise.policies import ExitPolicy, final_decision
+
+__all__ = [
+    "ExitResults",
+    "OperatingPoint",
+    "route",
+    "collect_outputs",
+    "simulate",
+    "sweep",
+    "pareto_front",
+    "oracle",
+    "default_thresholds",
+]
+
+
+@dataclass
+class ExitResults:
+    """Per-sample outcome of routed inference or of a simulation.
+
+    Attributes:
+        prediction: ``(N,)`` int64 predicted class.
+        exit_idx: ``(N,)`` int64 exit each sample left at.
+        confidence: ``(N,)`` the policy's confidence at that exit.
+        flops: ``(N,)`` int64 FLOPs each sample cost (stages + heads evaluated).
+        num_exits: number of exits of the model.
+    """
+
+    prediction: Tensor
+    exit_idx: Tensor
+    confidence: Tensor
+    flops: Tensor
+    num_exits: int
+
+    def __len__(self) -> int:
+        return self.prediction.shape[0]
+
+    @property
+    def exit_counts(self) -> list[int]:
+        return torch.bincount(self.exit_idx.cpu(), minlength=self.num_exits).tolist()
+
+    @property
+    def exit_shares(self) -> list[float]:
+        n = max(len(self), 1)
+        return [c / n for c in self.exit_counts]
+
+    @property
+    def mean_flops(self) -> float:
+        return float(self.flops.double().mean()) if len(self) else 0.0
+
+    @property
+    def total_flops(self) -> int:
+        return int(self.flops.sum())
+
+    def accuracy(self, labels: Tensor) -> float:
+        if labels.shape != self.prediction.shape:
+            raise ValueError(
+                f"labels must have shape {tuple(self.prediction.shape)}, got {tuple(labels.shape)}"
+            )
+        return float((self.prediction == labels.to(self.prediction.device)).double().mean())
+
+
+def _take(out: ExitOutput, keep: Tensor) -> ExitOutput:
+    return ExitOutput(out.logits[keep], None if out.confidence is None else out.confidence[keep])
+
+
+@torch.no_grad()
+def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
+    """Classify a batch with true per-sample early exit.
+
+    After each exit the samples the policy lets leave are removed from the batch (compaction), so
+    the next stage runs on the rest only; the loop stops when no sample is left. The model runs in
+    eval mode and its mode is restored afterwards.
+
+    Args:
+        model: the multi-exit network.
+        x: ``(B, C, H, W)`` batch; ``B`` may be 1 (or 0).
+        policy: the exit rule for the side exits; the last exit takes every sample left.
+
+    Returns:
+        Per-sample prediction, exit taken, confidence and FLOPs spent, in input order.
+    """
+    model.validate_input(x)
+    n, device = x.shape[0], x.device
+    path_flops = model.costs.path_flops_tensor(device)
+    last = model.num_exits - 1
+    was_training = model.training
+    model.eval()
+    parts: list[tuple[Tensor | None, int, Tensor, Tensor]] = []
+    try:
+        idx: Tensor | None = None  # original row of each sample still running; None = all rows
+        h, history = x, []
+        for i in range(model.num_exits if n else 0):
+            h = model.stages[i](h)
+            out = as_exit_output(model.exits[i](h))
+            history.append(out)
+            dec = final_decision(out) if i == last else policy.decide(i, history)
+            leave = dec.exit_mask
+            n_leave = int(leave.sum())
+            if n_leave == leave.shape[0]:
+                parts.append((idx, i, dec.prediction, dec.confidence))
+                break
+            if n_leave:
+                if idx is None:
+                    idx = torch.arange(n, device=device)
+                parts.append((idx[leave], i, dec.prediction[leave], dec.confidence[leave]))
+                keep = ~leave
+                idx, h = idx[keep], h[keep]
+                history = [_take(o, keep) for o in history]
+    finally:
+        model.train(was_training)
+
+    if len(parts) == 1 and parts[0][0] is None:  # the whole batch left at one exit
+        _, i, pred, conf = parts[0]
+        exit_idx = torch.full((n,), i, dtype=torch.int64, device=device)
+    else:
+        pred = torch.empty(n, dtype=torch.int64, device=device)
+        exit_idx = torch.empty(n, dtype=torch.int64, device=device)
+        conf = torch.empty(n, dtype=x.dtype, device=device)
+        for rows, i, p, c in parts:
+            pred[rows], conf[rows], exit_idx[rows] = p, c.to(conf.dtype), i
+    return ExitResults(pred, exit_idx, conf, path_flops[exit_idx], model.num_exits)
+
+
+@torch.no_grad()
+def collect_outputs(
+    model: MultiExitNet,
+    batches: Iterable[Tensor | tuple[Tensor, Tensor]],
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[ExitOutput], Tensor | None]:
+    """Run every exit on every sample once and keep the outputs (for simulation and sweeps).
+
+    Args:
+        model: the multi-exit network (run in eval mode; its mode is restored).
+        batches: an iterable of image batches or ``(images, labels)`` pairs.
+        progress: called with the number of samples of each finished batch.
+
+    Returns:
+        One :class:`ExitOutput` per exit over all samples (on the CPU), and the labels if given.
+    """
+    was_training = model.training
+    model.eval()
+    per_exit: list[list[ExitOutput]] = [[] for _ in range(model.num_exits)]
+    labels: list[Tensor] = []
+    try:
+        for batch in batches:
+            x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+            for store, out in zip(per_exit, model.forward_outputs(x), strict=True):
+                store.append(
+                    ExitOutput(
+                        out.logits.cpu(), None if out.confidence is None else out.confidence.cpu()
+                    )
+                )
+            if y is not None:
+                labels.append(y.cpu())
+            if progress is not None:
+                progress(x.shape[0])
+    finally:
+        model.train(was_training)
+    outputs = [
+        ExitOutput(
+            torch.cat([o.logits for o in store]),
+            None if store[0].confidence is None else torch.cat([o.confidence for o in store]),
+        )
+        for store in per_exit
+    ]
+    return outputs, (torch.cat(labels) if labels else None)
+
+
+def simulate(outputs: Sequence[ExitOutput], policy: ExitPolicy, costs: CostAccount) -> ExitResults:
+    """What :func:`route` would decide, computed from outputs collected once.
+
+    Args:
+        outputs: one :class:`ExitOutput` per exit over the same ``N`` samples.
+        policy: the exit rule.
+        costs: the model's cost account (gives each exit's path FLOPs).
+    """
+    if len(outputs) != costs.num_exits:
+        raise ValueError(f"expected outputs of {costs.num_exits} exits, got {len(outputs)}")
+    decisions = [policy.decide(i, outputs[: i + 1]) for i in range(len(outputs) - 1)]
+    decisions.append(final_decision(outputs[-1]))
+    leave = torch.stack([d.exit_mask for d in decisions])  # (E, N)
+    exit_idx = leave.to(torch.int8).argmax(dim=0).to(torch.int64)  # first exit that lets go
+    pick = exit_idx.unsqueeze(0)
+    pred = torch.stack([d.prediction for d in decisions]).gather(0, pick).squeeze(0)
+    conf = torch.stack([d.confidence for d in decisions]).gather(0, pick).squeeze(0)
+    flops = costs.path_flops_tensor(exit_idx.device)[exit_idx]
+    return ExitResults(pred, exit_idx, conf, flops, costs.num_exits)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One point of the accuracy-versus-FLOPs curve."""
+
+    threshold: float
+    accuracy: float
+    mean_flops: float
+    flops_fraction: float  # mean FLOPs / plain backbone FLOPs
+    exit_shares: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "threshold": self.threshold,
+            "accuracy": self.accuracy,
+            "mean_flops": self.mean_flops,
+            "mean_macs": self.mean_flops / 2,
+            "flops_fraction": self.flops_fraction,
+            "exit_shares": list(self.exit_shares),
+        }
+
+
+def _point(
+    threshold: float, res: ExitResults, labels: Tensor, costs: CostAccount
+) -> OperatingPoint:
+    return OperatingPoint(
+        threshold,
+        res.accuracy(labels),
+        res.mean_flops,
+        res.mean_flops / costs.backbone_flops,
+        tuple(res.exit_shares),
+    )
+
+
+def default_thresholds() -> list[float]:
+    """A grid for max-probability thresholds: dense near 1, where the decisions change most."""
+    grid = [i / 20 for i in range(0, 20)] + [0.96, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
+    return grid + [0.9995, 0.9999, 0.99999, 1.0, 1.01]
+
+
+def sweep(
+    outputs: Sequence[ExitOutput],
+    labels: Tensor,
+    costs: CostAccount,
+    make_policy: Callable[[float], ExitPolicy],
+    thresholds: Sequence[float],
+) -> list[OperatingPoint]:
+    """Accuracy and mean FLOPs of ``make_policy(t)`` for every threshold ``t``."""
+    return [
+        _point(float(t), simulate(outputs, make_policy(float(t)), costs), labels, costs)
+        for t in thresholds
+    ]
+
+
+def pareto_front(points: Sequence[OperatingPoint]) -> list[OperatingPoint]:
+    """The points no other point beats on both accuracy (higher) and mean FLOPs (lower)."""
+    front: list[OperatingPoint] = []
+    for p in sorted(points, key=lambda q: (q.mean_flops, -q.accuracy)):
+        if not front or p.accuracy > front[-1].accuracy:
+            front.append(p)
+    return front
+
+
+def oracle(outputs: Sequence[ExitOutput], labels: Tensor, costs: CostAccount) -> ExitResults:
+    """Each sample leaves at the first exit that classifies it correctly (else at the last exit)."""
+    preds = torch.stack([o.logits.argmax(dim=1) for o in outputs])  # (E, N)
+    correct = preds == labels.unsqueeze(0)
+    correct[-1] = True
+    exit_idx = correct.to(torch.int8).argmax(dim=0).to(torch.int64)
+    pred = preds.gather(0, exit_idx.unsqueeze(0)).squeeze(0)
+    probs = torch.stack([torch.softmax(o.logits, dim=1).amax(dim=1) for o in outputs])
+    conf = probs.gather(0, exit_idx.unsqueeze(0)).squeeze(0)
+    flops = costs.path_flops_tensor(exit_idx.device)[exit_idx]
+    return ExitResults(pred, exit_idx, conf, flops, costs.num_exits)

@@ -1,0 +1,32 @@
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("EXITWISE_TEST_THREADS", "2")))
+
+
+@pytest.fixture
+def small_net():
+    """A CIFAR ResNet-20 with three BranchyNet exits, in float64 (bitwise-stable routing)."""
+    from exitwise.nets import build_multi_exit
+
+    net = build_multi_exit(
+        "resnet20",
+        num_classes=7,
+        input_shape=(3, 16, 16),
+        exits_after=["layer1.1", "layer2.1", "layer3.0"],
+        exit_head="branchy",
+        mean=[0.5, 0.4, 0.3],
+        std=[0.2, 0.25, 0.3],
+        seed=0,
+    )
+    return net.double().eval()
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(48, 3, 16, 16, generator=g, dtype=torch.float64)

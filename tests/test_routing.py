@@ -1,0 +1,169 @@
+"""Routed inference equals the offline simulation; exited samples never run later stages."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from exitwise.policies import Entropy, MaxProbability
+from exitwise.routing import (
+    ExitResults,
+    OperatingPoint,
+    collect_outputs,
+    default_thresholds,
+    oracle,
+    pareto_front,
+    route,
+    simulate,
+    sweep,
+)
+
+
+def first_exit_confidence(net, x):
+    with torch.no_grad():
+        return torch.softmax(net(x)[0], dim=1).amax(dim=1)
+
+
+def policies_for(net, x):
+    conf = first_exit_confidence(net, x)
+    q = [float(conf.quantile(p)) for p in (0.3, 0.6)]
+    return [
+        MaxProbability(0.0),  # everything leaves at the first exit
+        MaxProbability(1.01),  # nothing leaves early
+        MaxProbability(q[0]),
+        MaxProbability(q[1]),
+        MaxProbability([q[1], q[0], 0.3]),
+        Entropy(1.7),
+        Entropy(0.9, normalized=True),
+    ]
+
+
+def test_routed_equals_simulated(small_net, batch):
+    outputs, _ = collect_outputs(small_net, [batch[:20], batch[20:]])
+    for policy in policies_for(small_net, batch):
+        with FlopCounterMode(display=False) as counter:
+            routed = route(small_net, batch, policy)
+        simulated = simulate(outputs, policy, small_net.costs)
+        assert torch.equal(routed.prediction, simulated.prediction), policy
+        assert torch.equal(routed.exit_idx, simulated.exit_idx), policy
+        assert torch.equal(routed.flops, simulated.flops), policy
+        assert torch.allclose(routed.confidence, simulated.confidence), policy
+        assert routed.total_flops == counter.get_total_flops(), policy
+
+
+def test_extremes(small_net, batch):
+    first = route(small_net, batch, MaxProbability(0.0))
+    assert first.exit_counts == [48, 0, 0, 0]
+    assert first.mean_flops == small_net.costs.path_flops[0]
+    last = route(small_net, batch, MaxProbability(1.01))
+    assert last.exit_counts == [0, 0, 0, 48]
+    assert last.mean_flops == small_net.costs.path_flops[-1]
+    with torch.no_grad():
+        assert torch.equal(last.prediction, small_net(batch)[-1].argmax(dim=1))
+
+
+def test_no_stage_runs_for_exited_samples(small_net, batch):
+    policy = MaxProbability(float(first_exit_confidence(small_net, batch).quantile(0.5)))
+    seen = []
+    hooks = [
+        stage.register_forward_hook(lambda m, i, o, k=k: seen.append((k, i[0].shape[0])))
+        for k, stage in enumerate(small_net.stages)
+    ]
+    try:
+        res = route(small_net, batch, policy)
+    finally:
+        for h in hooks:
+            h.remove()
+    remaining = len(batch)
+    expected = []
+    for k, count in enumerate(res.exit_counts):
+        if remaining == 0:
+            break
+        expected.append((k, remaining))
+        remaining -= count
+    assert seen == expected
+    assert res.exit_counts[0] >= 20  # a real share left early
+
+
+def test_everyone_leaving_first_never_runs_deeper_stages(small_net, batch):
+    calls = []
+    hook = small_net.stages[1].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        route(small_net, batch, MaxProbability(0.0))
+    finally:
+        hook.remove()
+    assert calls == []
+
+
+def test_batch_of_one_matches_the_batch(small_net, batch):
+    policy = MaxProbability(float(first_exit_confidence(small_net, batch).quantile(0.5)))
+    full = route(small_net, batch, policy)
+    for i in (0, 7, 31):
+        one = route(small_net, batch[i : i + 1], policy)
+        assert len(one) == 1
+        assert one.prediction.item() == full.prediction[i].item()
+        assert one.exit_idx.item() == full.exit_idx[i].item()
+        assert one.flops.item() == full.flops[i].item()
+
+
+def test_empty_batch(small_net):
+    res = route(small_net, torch.zeros(0, 3, 16, 16, dtype=torch.float64), MaxProbability(0.5))
+    assert len(res) == 0 and res.exit_counts == [0, 0, 0, 0] and res.mean_flops == 0.0
+
+
+def test_route_restores_training_mode(small_net, batch):
+    small_net.train()
+    route(small_net, batch[:4], MaxProbability(0.5))
+    assert small_net.training
+    assert all(m.training for m in small_net.modules())
+
+
+def test_route_rejects_bad_input(small_net):
+    with pytest.raises(ValueError, match="expected 3 input channel"):
+        route(small_net, torch.rand(2, 4, 16, 16, dtype=torch.float64), MaxProbability(0.5))
+
+
+def test_sweep_is_monotone_for_max_probability(small_net, batch):
+    outputs, _ = collect_outputs(small_net, [batch])
+    labels = torch.arange(len(batch)) % 7
+    points = sweep(outputs, labels, small_net.costs, MaxProbability, default_thresholds())
+    flops = [p.mean_flops for p in points]
+    assert flops == sorted(flops)
+    assert points[0].exit_shares[0] == 1.0 and points[-1].exit_shares[-1] == 1.0
+    assert points[-1].flops_fraction == pytest.approx(
+        small_net.costs.path_flops[-1] / small_net.costs.backbone_flops
+    )
+
+
+def test_oracle_takes_the_first_correct_exit():
+    from exitwise.cost import CostAccount
+    from exitwise.nets import ExitOutput
+
+    costs = CostAccount((10, 10, 10), (1, 1, 1), (3, 4, 4))
+    # three samples, two classes: sample 0 right at exit 0, sample 1 only at exit 2, sample 2 never
+    logits = [
+        torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]),
+        torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]),
+        torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]),
+    ]
+    res = oracle([ExitOutput(t) for t in logits], torch.tensor([0, 1, 1]), costs)
+    assert res.exit_idx.tolist() == [0, 2, 2]
+    assert res.prediction.tolist() == [0, 1, 0]
+    assert res.flops.tolist() == [11, 33, 33]
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    def pt(acc, flops):
+        return OperatingPoint(0.0, acc, flops, flops / 100, (1.0,))
+
+    points = [pt(0.9, 50), pt(0.8, 60), pt(0.95, 70), pt(0.7, 20), pt(0.95, 90), pt(0.7, 30)]
+    front = pareto_front(points)
+    assert [(p.accuracy, p.mean_flops) for p in front] == [(0.7, 20), (0.9, 50), (0.95, 70)]
+
+
+def test_results_accuracy_checks_shapes():
+    res = ExitResults(
+        torch.tensor([1, 0]), torch.tensor([0, 1]), torch.ones(2), torch.tensor([5, 9]), 2
+    )
+    assert res.accuracy(torch.tensor([1, 1])) == 0.5
+    with pytest.raises(ValueError, match="labels must have shape"):
+        res.accuracy(torch.tensor([1, 1, 1]))
