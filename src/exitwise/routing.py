@@ -104,7 +104,8 @@ def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
     path_flops = model.costs.path_flops_tensor(device)
     last = model.num_exits - 1
     was_training = model.training
-    model.eval()
+    if was_training:  # eval() walks every module: skip it on the hot path when already in eval
+        model.eval()
     parts: list[tuple[Tensor | None, int, Tensor, Tensor]] = []
     try:
         idx: Tensor | None = None  # original row of each sample still running; None = all rows
@@ -127,7 +128,8 @@ def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
                 idx, h = idx[keep], h[keep]
                 history = [_take(o, keep) for o in history]
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
     if len(parts) == 1 and parts[0][0] is None:  # the whole batch left at one exit
         _, i, pred, conf = parts[0]
