@@ -5,7 +5,7 @@ speedup it implies, the realised wall-clock speedup and realised / ideal. At bat
 prints the routing overhead over running the same stages and heads directly (no policy, no
 bookkeeping), sample by sample.
 
-    python benchmarks/routing_speed.py                      # untrained BranchyResNet18, 60% leave at exit 0
+    python benchmarks/routing_speed.py                      # untrained, 60% leave at exit 0
     python benchmarks/routing_speed.py --checkpoint runs/x  # a trained model and its own threshold
 
 Without a checkpoint the threshold is the 40th percentile of exit 0's confidence on the batch, so
@@ -61,7 +61,9 @@ def main() -> None:
     ap.add_argument("--preset", default="branchy_resnet18")
     ap.add_argument("--num-classes", type=int, default=43)
     ap.add_argument("--checkpoint", help="a run directory written by `exitwise train`")
-    ap.add_argument("--threshold", type=float, help="max-probability threshold (default: see above)")
+    ap.add_argument(
+        "--threshold", type=float, help="max-probability threshold (default: see above)"
+    )
     ap.add_argument("--first-exit-share", type=float, default=0.6)
     ap.add_argument("--data", default=None, help="dataset name for real images, e.g. gtsrb")
     ap.add_argument("--batch", type=int, default=256)
@@ -98,10 +100,16 @@ def main() -> None:
     t_routed = timed(lambda: route(model, x, policy), args.repeats)
     ratio = res.mean_flops / backbone_flops
     rows.append(
-        {"batch": args.batch, "exit_shares": res.exit_shares, "flops_ratio": ratio,
-         "ideal_speedup": 1 / ratio, "realized_speedup": t_plain / t_routed,
-         "realized_over_ideal": (t_plain / t_routed) * ratio,
-         "plain_ms": 1e3 * t_plain, "routed_ms": 1e3 * t_routed}
+        {
+            "batch": args.batch,
+            "exit_shares": res.exit_shares,
+            "flops_ratio": ratio,
+            "ideal_speedup": 1 / ratio,
+            "realized_speedup": t_plain / t_routed,
+            "realized_over_ideal": (t_plain / t_routed) * ratio,
+            "plain_ms": 1e3 * t_plain,
+            "routed_ms": 1e3 * t_routed,
+        }
     )
 
     # Batch 1: sample by sample; also the same stages and heads run directly, without routing.
@@ -131,28 +139,47 @@ def main() -> None:
     flops1 = sum(model.costs.path_flops[k] for k in exits) / len(exits)
     ratio1 = flops1 / backbone_flops
     rows.append(
-        {"batch": 1, "exit_shares": [exits.count(i) / len(exits) for i in range(model.num_exits)],
-         "flops_ratio": ratio1, "ideal_speedup": 1 / ratio1,
-         "realized_speedup": t_plain1 / t_routed1, "realized_over_ideal": t_plain1 / t_routed1 * ratio1,
-         "plain_ms": 1e3 * t_plain1 / len(singles), "routed_ms": 1e3 * t_routed1 / len(singles),
-         "direct_ms": 1e3 * t_direct1 / len(singles), "routing_overhead": t_routed1 / t_direct1 - 1}
+        {
+            "batch": 1,
+            "exit_shares": [exits.count(i) / len(exits) for i in range(model.num_exits)],
+            "flops_ratio": ratio1,
+            "ideal_speedup": 1 / ratio1,
+            "realized_speedup": t_plain1 / t_routed1,
+            "realized_over_ideal": t_plain1 / t_routed1 * ratio1,
+            "plain_ms": 1e3 * t_plain1 / len(singles),
+            "routed_ms": 1e3 * t_routed1 / len(singles),
+            "direct_ms": 1e3 * t_direct1 / len(singles),
+            "routing_overhead": t_routed1 / t_direct1 - 1,
+        }
     )
 
-    print(f"model: {args.checkpoint or args.preset}  input: {tuple(model.input_shape)}  "
-          f"threads: {args.threads}  threshold: {threshold:.4g}  data: {args.data or 'uniform noise'}")
-    print(f"plain backbone: {backbone_flops / 1e6:.1f} MFLOPs ({backbone_flops / 2e6:.1f} MMACs) per image")
-    head = (f"{'batch':>5} | {'exit shares':<23} | {'FLOPs ratio':>11} | {'ideal x':>7} | "
-            f"{'realised x':>10} | {'real/ideal':>10} | {'plain ms':>8} | {'routed ms':>9} | overhead")
+    print(
+        f"model: {args.checkpoint or args.preset}  input: {tuple(model.input_shape)}  "
+        f"threads: {args.threads}  threshold: {threshold:.4g}  data: {args.data or 'uniform noise'}"
+    )
+    print(
+        f"plain backbone: {backbone_flops / 1e6:.1f} MFLOPs "
+        f"({backbone_flops / 2e6:.1f} MMACs) per image"
+    )
+    head = (
+        f"{'batch':>5} | {'exit shares':<23} | {'FLOPs ratio':>11} | {'ideal x':>7} | "
+        f"{'realised x':>10} | {'real/ideal':>10} | {'plain ms':>8} | {'routed ms':>9} | overhead"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         shares = " ".join(f"{s:.2f}" for s in r["exit_shares"])
         over = f"{100 * r['routing_overhead']:+.1f}%" if "routing_overhead" in r else "-"
-        print(f"{r['batch']:>5} | {shares:<23} | {r['flops_ratio']:>11.3f} | {r['ideal_speedup']:>7.2f} | "
-              f"{r['realized_speedup']:>10.2f} | {r['realized_over_ideal']:>10.3f} | "
-              f"{r['plain_ms']:>8.2f} | {r['routed_ms']:>9.2f} | {over}")
-    print("ms are per batch at batch > 1 and per image at batch 1; overhead = routed vs the same "
-          "stages and heads run directly")
+        print(
+            f"{r['batch']:>5} | {shares:<23} | {r['flops_ratio']:>11.3f} | "
+            f"{r['ideal_speedup']:>7.2f} | "
+            f"{r['realized_speedup']:>10.2f} | {r['realized_over_ideal']:>10.3f} | "
+            f"{r['plain_ms']:>8.2f} | {r['routed_ms']:>9.2f} | {over}"
+        )
+    print(
+        "ms are per batch at batch > 1 and per image at batch 1; overhead = routed vs the same "
+        "stages and heads run directly"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threshold": threshold, "rows": rows}, f, indent=2)

@@ -1,0 +1,300 @@
+"""The ``exitwise`` command: train, evaluate and report on early-exit networks.
+
+exitwise run                                  # the main job on the built-in synthetic-signs
+exitwise run --config configs/gtsrb_branchy_resnet18.yaml train.epochs=3
+exitwise info                                 # backbones, presets, datasets, policies
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads: busy-waiting OpenMP threads make small ops far slower on few cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Optional  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import (  # noqa: E402
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table  # noqa: E402
+
+app = typer.Typer(
+    help="Early-exit neural networks for computer vision: build, train, evaluate, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Optional[Path],  # noqa: UP045 - typer needs Optional here
+    typer.Option(
+        "--config", "-c", help="YAML config (see configs/); defaults apply to what it omits."
+    ),
+]
+Overrides = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Argument(
+        help="key=value overrides with dotted keys, e.g. train.epochs=3 data.name=gtsrb "
+        "model.options.backbone_options.stem=cifar. Unknown keys are rejected.",
+        show_default=False,
+    ),
+]
+
+
+def _setup(config: Path | None, overrides: list[str] | None):
+    from exitwise.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as e:
+        err.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from None
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    return cfg
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _load_data(cfg):
+    from exitwise.experiments.pipeline import load_data
+
+    t0 = time.perf_counter()
+    with console.status(f"loading dataset {cfg.data.name}..."):
+        try:
+            data = load_data(cfg)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            err.print(f"[red]cannot load dataset {cfg.data.name!r}:[/red] {e}")
+            raise typer.Exit(2) from None
+    console.print(
+        f"dataset [bold]{data.name}[/bold]: {len(data.train)} train / {len(data.val)} val / "
+        f"{len(data.test)} test, {data.num_classes} classes, images {data.input_shape} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    return data
+
+
+def _train(cfg, data):
+    from exitwise.experiments.pipeline import train_run
+
+    with _progress() as progress:
+        task = progress.add_task("training", total=None, info="")
+
+        def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
+            progress.update(
+                task,
+                total=steps,
+                completed=step + 1,
+                description=f"epoch {epoch + 1}/{cfg.train.total_epochs}",
+                info=f"loss {loss:.3f}",
+            )
+
+        def on_epoch(rec: dict) -> None:
+            accs = " ".join(f"{100 * a:.1f}" for a in rec["val_accuracy"])
+            progress.console.print(
+                f"epoch {rec['epoch']:>3} [{rec['phase']}]  loss {rec['train_loss']:.4f}  "
+                f"val acc per exit (%): {accs}  ({rec['seconds']:.0f} s)"
+            )
+
+        model, result, data = train_run(cfg, data, on_step=on_step, on_epoch=on_epoch)
+    if result.resumed_from_epoch:
+        console.print(f"resumed from the checkpoint of epoch {result.resumed_from_epoch}")
+    console.print(
+        f"trained {cfg.train.total_epochs} epochs in {result.seconds / 60:.1f} min -> "
+        f"{cfg.output_dir}/model.safetensors"
+    )
+    return model
+
+
+def _evaluate(cfg, run_dir: Path, data, command: str):
+    from exitwise.experiments.pipeline import evaluate_run
+
+    with _progress() as progress:
+        task = progress.add_task("evaluating", total=len(data.test) + len(data.val), info="")
+        evaluation, report = evaluate_run(
+            run_dir, cfg, data, progress=lambda n: progress.advance(task, n), command=command
+        )
+    _summary(evaluation)
+    console.print(f"\n[bold green]report:[/bold green] {report.resolve()}")
+    return evaluation
+
+
+def _summary(ev: dict) -> None:
+    bb = ev["costs"]["backbone_flops"]
+    table = Table(title=ev["title"])
+    for col in ("exit", "after", "accuracy", "MFLOPs to reach", "% of backbone"):
+        table.add_column(col, justify="right")
+    for e in ev["exits"]:
+        table.add_row(
+            str(e["exit"]),
+            e["block"],
+            f"{100 * e['accuracy']:.2f}%",
+            f"{e['path_flops'] / 1e6:.1f}",
+            f"{100 * e['path_flops'] / bb:.1f}%",
+        )
+    console.print(table)
+    for name, pol in ev["policies"].items():
+        ch = pol.get("chosen")
+        if ch:
+            console.print(
+                f"{name}: threshold {ch['threshold']:g} (chosen on validation) -> test accuracy "
+                f"{100 * ch['accuracy']:.2f}% at {100 * ch['flops_fraction']:.1f}% of the "
+                f"backbone's "
+                f"FLOPs; exit shares {', '.join(f'{100 * s:.0f}%' for s in ch['exit_shares'])}"
+            )
+    o = ev["oracle"]
+    console.print(
+        f"oracle: {100 * o['accuracy']:.2f}% at {100 * o['flops_fraction']:.1f}% of the FLOPs"
+    )
+
+
+def _command() -> str:
+    return "exitwise " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+@app.command()
+def run(config: ConfigOpt = None, overrides: Overrides = None) -> None:
+    """The main job: train a multi-exit network, evaluate every exit and policy, write a report.
+
+    Defaults: BranchyResNet18 on the built-in synthetic-signs dataset (no downloads), about
+    10 minutes on 2 CPU cores. Results go to output_dir (runs/signs): model.safetensors +
+    model.json, evaluation.json, CSV tables, PNG figures and report.html. Re-running resumes an
+    interrupted training.
+    """
+    cfg = _setup(config, overrides)
+    data = _load_data(cfg)
+    _train(cfg, data)
+    _evaluate(cfg, Path(cfg.output_dir), data, _command())
+
+
+@app.command()
+def train(config: ConfigOpt = None, overrides: Overrides = None) -> None:
+    """Train only (resumes from output_dir's checkpoint if one of the same config is there)."""
+    cfg = _setup(config, overrides)
+    _train(cfg, _load_data(cfg))
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="a directory written by `exitwise train`")],
+    overrides: Overrides = None,
+) -> None:
+    """Evaluate a trained model on its dataset's test split and write the report into RUN_DIR.
+
+    Thresholds are chosen on the validation split. The run's own config (run_config.json) is
+    used; overrides (e.g. eval.tolerance=0.01) apply on top.
+    """
+    from exitwise.config import ConfigError, load_config
+
+    if not (run_dir / "model.json").exists():
+        err.print(f"[red]{run_dir} holds no trained model (model.json missing)[/red]")
+        raise typer.Exit(2)
+    saved = run_dir / "run_config.json"
+    try:
+        cfg = load_config(
+            None, overrides, base=json.loads(saved.read_text()) if saved.exists() else None
+        )
+    except ConfigError as e:
+        err.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from None
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    _evaluate(cfg, run_dir, _load_data(cfg), _command())
+
+
+@app.command()
+def validate(config: ConfigOpt = None, overrides: Overrides = None) -> None:
+    """Check a config and its overrides, and print the resolved configuration as YAML."""
+    import yaml
+
+    cfg = _setup(config, overrides)
+    console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+
+
+@app.command()
+def info(
+    preset: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="also print the cost account of this preset at 3x32x32, 43 classes"),
+    ] = None,
+) -> None:
+    """List backbones, presets, exit heads, datasets, exit policies and loss-weight schedules."""
+    from exitwise.data import DATASETS
+    from exitwise.experiments import POLICY_FAMILIES
+    from exitwise.nets import BACKBONES, EXIT_HEADS, PRESETS, build_preset
+    from exitwise.training import LOSS_WEIGHTS
+
+    for title, names in (
+        ("backbones", BACKBONES.names()),
+        ("presets", sorted(PRESETS)),
+        ("exit heads", EXIT_HEADS.names()),
+        ("datasets", DATASETS.names()),
+        ("exit policies", sorted(POLICY_FAMILIES)),
+        ("loss weights", LOSS_WEIGHTS.names()),
+    ):
+        console.print(f"[bold]{title}:[/bold] {', '.join(names)}")
+    if preset:
+        try:
+            net = build_preset(preset, 43)
+        except KeyError as e:
+            err.print(f"[red]{e.args[0]}[/red]")
+            raise typer.Exit(2) from None
+        table = Table(title=f"{preset}: FLOPs = 2 x MACs, per image at {net.input_shape}")
+        for col in (
+            "exit",
+            "after",
+            "stage MFLOPs",
+            "head MFLOPs",
+            "path MFLOPs",
+            "path MMACs",
+            "% of backbone",
+        ):
+            table.add_column(col, justify="right")
+        blocks = [*net.exit_blocks, "final"]
+        for r in net.costs.rows():
+            table.add_row(
+                str(r["exit"]),
+                blocks[r["exit"]],
+                f"{r['stage_flops'] / 1e6:.2f}",
+                f"{r['head_flops'] / 1e6:.2f}",
+                f"{r['path_flops'] / 1e6:.2f}",
+                f"{r['path_macs'] / 1e6:.2f}",
+                f"{100 * r['path_fraction']:.1f}%",
+            )
+        console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The main job's steps as functions: load data, build the model, train, evaluate, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from exitwise.config import RunConfig
+from exitwise.data import DatasetSplits, load_dataset
+from exitwise.experiments.efficiency import efficiency_study
+from exitwise.nets import MultiExitNet, build_multi_exit, build_preset
+from exitwise.training import TrainResult, load_model, train
+
+__all__ = ["load_data", "build_model", "train_run", "evaluate_run", "write_json", "machine"]
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} logical CPUs, {platform.system()}"
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def load_data(cfg: RunConfig) -> DatasetSplits:
+    return load_dataset(
+        cfg.data.name,
+        cfg.data.root,
+        seed=cfg.data.seed,
+        val_fraction=cfg.data.val_fraction,
+        **cfg.data.options,
+    )
+
+
+def build_model(cfg: RunConfig, data: DatasetSplits) -> MultiExitNet:
+    kwargs = {
+        "input_shape": data.input_shape,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "seed": cfg.model.seed,
+        **cfg.model.options,
+    }
+    try:
+        if cfg.model.preset:
+            return build_preset(cfg.model.preset, data.num_classes, **kwargs)
+        return build_multi_exit(num_classes=data.num_classes, **kwargs)
+    except TypeError as e:  # an unknown keyword in model.options
+        raise ValueError(f"model.options: {e}") from None
+
+
+def train_run(
+    cfg: RunConfig,
+    data: DatasetSplits | None = None,
+    on_step: Callable[[int, int, int, float], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[MultiExitNet, TrainResult, DatasetSplits]:
+    """Train the configured model into ``cfg.output_dir`` (resuming a run found there)."""
+    data = data or load_data(cfg)
+    model = build_model(cfg, data)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "run_config.json", cfg.to_dict())
+    result = train(model, data, cfg.train, out, on_step=on_step, on_epoch=on_epoch)
+    return model, result, data
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    cfg: RunConfig,
+    data: DatasetSplits | None = None,
+    progress: Callable[[int], None] | None = None,
+    command: str | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate the model saved in ``run_dir``; write ``evaluation.json`` and the report there.
+
+    Returns:
+        The evaluation dictionary and the path of ``report.html``.
+    """
+    from exitwise.report import write_report
+
+    run_dir = Path(run_dir)
+    loaded = load_model(run_dir)
+    data = data or load_data(cfg)
+    name = cfg.model.preset or loaded.model.config.get("backbone", "model")
+    evaluation = efficiency_study(
+        loaded.model,
+        data,
+        cfg.eval.policies,
+        cfg.eval.tolerance,
+        cfg.eval.batch_size,
+        progress=progress,
+        model_name=name,
+    )
+    history = loaded.meta.get("history") or []
+    evaluation["training"] = {
+        "seconds": loaded.meta.get("train_seconds", 0.0),
+        "epochs": len(history),
+        "device": "cpu",
+        "machine": machine(),
+        "threads": cfg.threads,
+        "history": history,
+    }
+    if command:
+        evaluation["command"] = command
+    write_json(run_dir / "evaluation.json", evaluation)
+    report = write_report(evaluation, run_dir)
+    return evaluation, report

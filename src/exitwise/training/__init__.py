@@ -1,0 +1,33 @@
+"""Training: per-exit loss weights, augmentation, the trainer and safe checkpoints."""
+
+from exitwise.training.checkpoint import (
+    CheckpointError,
+    LoadedModel,
+    load_model,
+    save_model,
+)
+from exitwise.training.trainer import (
+    TrainConfig,
+    TrainResult,
+    evaluate_exits,
+    iterate_batches,
+    train,
+)
+from exitwise.training.weights import LOSS_WEIGHTS, loss_weights
+
+load_checkpoint = load_model
+
+__all__ = [
+    "CheckpointError",
+    "LoadedModel",
+    "load_model",
+    "load_checkpoint",
+    "save_model",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate_exits",
+    "iterate_batches",
+    "train",
+    "LOSS_WEIGHTS",
+    "loss_weights",
+]

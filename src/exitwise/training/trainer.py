@@ -1,0 +1,324 @@
+"""Joint training of every exit (BranchyNet), optionally in two stages, resumable and deterministic.
+
+Randomness is re-seeded from ``(seed, epoch)`` at the start of every epoch (shuffling,
+augmentation, dropout), so a run resumed from the checkpoint of epoch ``k`` continues exactly as an
+uninterrupted run would (on the CPU, with the same thread count).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from exitwise.data import ArrayDataset, DatasetSplits
+from exitwise.nets import MultiExitNet
+from exitwise.training.augment import AUGMENT_PRESETS, augment_batch
+from exitwise.training.checkpoint import CheckpointError, load_pair, save_model, save_pair
+from exitwise.training.weights import LOSS_WEIGHTS, loss_weights
+
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate_exits", "iterate_batches"]
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``epochs`` counts the joint (or, with ``two_stage``, the exits-only) epochs.
+
+    Attributes:
+        epochs: epochs of joint training (two-stage: of training the exits on the frozen backbone).
+        batch_size: training batch size.
+        optimizer: ``sgd`` (momentum, Nesterov) or ``adamw``.
+        lr: peak learning rate.
+        momentum: SGD momentum.
+        weight_decay: decoupled for AdamW, L2 for SGD.
+        schedule: ``cosine`` (per step, after warm-up), ``step`` (x0.1 at 50% and 75%) or
+            ``constant``.
+        warmup_epochs: linear warm-up length, in epochs.
+        loss_weights: per-exit loss weight schedule (``uniform``, ``linear``, ``sqrt``, ``gradual``,
+            ``final``).
+        two_stage: first train the backbone alone for ``backbone_epochs``, then the side exits
+            with the backbone frozen for ``epochs``.
+        backbone_epochs: epochs of the first stage when ``two_stage``.
+        augment: augmentation preset (``signs``, ``digits``, ``natural``, ``none``).
+        label_smoothing: cross-entropy label smoothing.
+        seed: seeds shuffling, augmentation and dropout.
+        eval_batch_size: batch size for validation.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.5
+    loss_weights: str = "uniform"
+    two_stage: bool = False
+    backbone_epochs: int = 0
+    augment: str = "signs"
+    label_smoothing: float = 0.0
+    seed: int = 0
+    eval_batch_size: int = 512
+
+    def validate(self) -> None:
+        if self.epochs < 0 or self.backbone_epochs < 0:
+            raise ValueError("epochs and backbone_epochs must be >= 0")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.augment not in AUGMENT_PRESETS:
+            raise ValueError(
+                f"augment must be one of {sorted(AUGMENT_PRESETS)}, got {self.augment!r}"
+            )
+        LOSS_WEIGHTS.get(self.loss_weights)
+        if self.two_stage and self.backbone_epochs == 0:
+            raise ValueError("two_stage needs backbone_epochs > 0")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + (self.backbone_epochs if self.two_stage else 0)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from_epoch: int = 0
+
+
+def iterate_batches(
+    data: ArrayDataset,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+):
+    """Yield ``(float images in [0, 1], labels)`` batches, shuffled when a generator is given."""
+    n = len(data)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        yield data.images[idx].float().div_(255), data.labels[idx]
+
+
+@torch.no_grad()
+def evaluate_exits(model: MultiExitNet, data: ArrayDataset, batch_size: int = 512) -> list[float]:
+    """Accuracy of every exit on ``data`` (each exit sees every sample)."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros(model.num_exits, dtype=torch.int64)
+    for x, y in iterate_batches(data, batch_size):
+        for i, logits in enumerate(model(x)):
+            correct[i] += int((logits.argmax(dim=1) == y).sum())
+    model.train(was_training)
+    return (correct.double() / max(len(data), 1)).tolist()
+
+
+def _lr_at(cfg: TrainConfig, phase_epochs: int, progress: float) -> float:
+    """Learning rate at ``progress`` epochs into a phase of ``phase_epochs`` epochs."""
+    warm = min(cfg.warmup_epochs, phase_epochs)
+    if warm > 0 and progress < warm:
+        return cfg.lr * (progress + 1e-3) / warm
+    if cfg.schedule == "constant":
+        return cfg.lr
+    frac = (progress - warm) / max(phase_epochs - warm, 1e-9)
+    if cfg.schedule == "step":
+        return cfg.lr * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def _make_optimizer(model: MultiExitNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.dim() <= 1 else decay).append(p)  # no weight decay on BN and biases
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for name, value in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _set_phase(model: MultiExitNet, exits_only: bool) -> None:
+    """In the exits-only phase freeze the backbone (stages and final classifier)."""
+    for module in [*model.stages, model.exits[-1]]:
+        for p in module.parameters():
+            p.requires_grad_(not exits_only)
+    for head in model.exits[:-1]:
+        for p in head.parameters():
+            p.requires_grad_(True)
+
+
+def train(
+    model: MultiExitNet,
+    data: DatasetSplits,
+    cfg: TrainConfig,
+    run_dir: str | Path | None = None,
+    on_step: Callable[[int, int, int, float], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train every exit of ``model`` on ``data.train``, validating each epoch on ``data.val``.
+
+    With ``run_dir`` a checkpoint is written atomically after every epoch and the final model is
+    saved as ``model.safetensors`` + ``model.json``; with ``resume`` an existing checkpoint there
+    is continued.
+
+    Args:
+        on_step: called as ``on_step(epoch, step, steps_per_epoch, loss)``.
+        on_epoch: called with each epoch's record (loss, per-exit validation accuracy, seconds).
+    """
+    cfg.validate()
+    if tuple(data.input_shape) != tuple(model.input_shape):
+        raise ValueError(
+            f"the data's images are {tuple(data.input_shape)} but the model expects "
+            f"{tuple(model.input_shape)}; build the model with "
+            f"input_shape={tuple(data.input_shape)}"
+        )
+    if data.num_classes != model.num_classes:
+        raise ValueError(f"the data has {data.num_classes} classes, the model {model.num_classes}")
+    opt = _make_optimizer(model, cfg)
+    result = TrainResult()
+    start_epoch = 0
+    cfg_dict = asdict(cfg)
+    if run_dir is not None and resume and (Path(run_dir) / "train_state.json").exists():
+        tensors, meta = load_pair(run_dir, "train_state")
+        if meta["model_config"] != model.config or meta["train_config"] != cfg_dict:
+            raise CheckpointError(
+                f"{run_dir} holds a checkpoint of a different model or training config; "
+                "use another run directory or resume=False"
+            )
+        model.load_state_dict(
+            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
+        _load_optimizer(opt, tensors, meta["optimizer"])
+        start_epoch = meta["epoch"]
+        result.history = meta["history"]
+        result.seconds = meta["seconds"]
+        result.resumed_from_epoch = start_epoch
+
+    aug = AUGMENT_PRESETS[cfg.augment]
+    n_train = len(data.train)
+    steps = max(n_train // cfg.batch_size, 1)
+    first_phase = cfg.backbone_epochs if cfg.two_stage else 0
+    for epoch in range(start_epoch, cfg.total_epochs):
+        t0 = time.perf_counter()
+        exits_only = cfg.two_stage and epoch >= first_phase
+        phase_epochs = cfg.epochs if exits_only or not cfg.two_stage else first_phase
+        phase_epoch = epoch - first_phase if exits_only else epoch
+        if cfg.two_stage and not exits_only:
+            weights = loss_weights("final", model.num_exits)
+        else:
+            weights = loss_weights(cfg.loss_weights, model.num_exits, phase_epoch, phase_epochs)
+        if exits_only:  # the backbone's own exit is frozen: only the side exits learn
+            weights = [*weights[:-1], 0.0]
+        _set_phase(model, exits_only)
+        model.train()
+        if exits_only:
+            for module in model.stages:
+                module.eval()  # keep the frozen backbone's batch-norm statistics
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(cfg.seed * 7_919 + epoch)
+        total_loss, seen = 0.0, 0
+        for step, (x, y) in enumerate(
+            iterate_batches(data.train, cfg.batch_size, g, drop_last=True)
+        ):
+            lr = _lr_at(cfg, phase_epochs, phase_epoch + step / steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x = augment_batch(x, aug, g)
+            logits = model(x)
+            loss = sum(
+                w * F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+                for w, out in zip(weights, logits, strict=True)
+                if w > 0
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += float(loss.detach()) * len(y)
+            seen += len(y)
+            if on_step is not None:
+                on_step(epoch, step, steps, float(loss.detach()))
+        val_acc = evaluate_exits(model, data.val, cfg.eval_batch_size) if len(data.val) else []
+        seconds = time.perf_counter() - t0
+        result.seconds += seconds
+        record = {
+            "epoch": epoch + 1,
+            "phase": "exits" if exits_only else ("backbone" if cfg.two_stage else "joint"),
+            "train_loss": total_loss / max(seen, 1),
+            "val_accuracy": val_acc,
+            "lr_end": lr if seen else cfg.lr,
+            "seconds": seconds,
+        }
+        result.history.append(record)
+        if run_dir is not None:  # checkpoint first: an interruption in on_epoch loses nothing
+            model_t = {f"model.{k}": v for k, v in model.state_dict().items()}
+            opt_t, opt_meta = _optimizer_tensors(opt)
+            save_pair(
+                run_dir,
+                "train_state",
+                {**model_t, **opt_t},
+                {
+                    "epoch": epoch + 1,
+                    "history": result.history,
+                    "seconds": result.seconds,
+                    "model_config": model.config,
+                    "train_config": cfg_dict,
+                    "optimizer": opt_meta,
+                },
+            )
+        if on_epoch is not None:
+            on_epoch(record)
+    _set_phase(model, False)
+    model.eval()
+    if run_dir is not None:
+        save_model(
+            run_dir,
+            model,
+            {
+                "train_config": cfg_dict,
+                "history": result.history,
+                "train_seconds": result.seconds,
+                "dataset": data.name,
+            },
+        )
+    return result
