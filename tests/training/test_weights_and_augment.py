@@ -35,7 +35,7 @@ def test_joint_loss_matches_a_manual_loop():
     for wi, li in zip(w, logits, strict=True):
         logp = torch.log_softmax(li, dim=1)
         manual += wi * -sum(float(logp[r, y[r]].detach()) for r in range(5)) / 5
-    assert float(total) == pytest.approx(manual, rel=1e-6)
+    assert float(total.detach()) == pytest.approx(manual, rel=1e-6)
 
 
 def test_augmentation_is_seeded_bounded_and_not_in_place():

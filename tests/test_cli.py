@@ -1,0 +1,86 @@
+"""The exitwise command end to end on a tiny synthetic-signs run (real files, real report)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+TINY = [
+    "data.options.train_per_class=6",
+    "data.options.test_per_class=3",
+    "data.val_fraction=0.2",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "threads=1",
+]
+
+
+def exitwise(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "exitwise.cli", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    proc = exitwise("run", *TINY, f"output_dir={out}", cwd=out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_run_writes_model_evaluation_and_report(tiny_run):
+    out, proc = tiny_run
+    assert "report:" in proc.stdout and str(out / "report.html") in proc.stdout.replace("\n", "")
+    for name in ("model.safetensors", "model.json", "evaluation.json", "report.html",
+                 "run_config.json", "train_state.safetensors"):
+        assert (out / name).exists(), name
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert len(ev["exits"]) == 4 and set(ev["policies"]) == {"max_probability", "entropy"}
+    assert ev["dataset"]["num_samples"] == 43 * 3
+    assert ev["command"].startswith("exitwise run")
+
+
+def test_evaluate_a_saved_run(tiny_run):
+    out, _ = tiny_run
+    proc = exitwise("evaluate", str(out), "eval.policies=[max_probability]", cwd=out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert list(ev["policies"]) == ["max_probability"]
+
+
+def test_rerun_resumes_instead_of_retraining(tiny_run):
+    out, _ = tiny_run
+    proc = exitwise("train", *TINY, f"output_dir={out}", cwd=out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trained 1 epochs" in proc.stdout
+
+
+def test_unknown_key_is_a_clear_error(tmp_path):
+    proc = exitwise("run", "train.epocs=1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown config key 'train.epocs'" in proc.stderr and "Did you mean epochs" in proc.stderr
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    proc = exitwise("train", "data.name=gtsrb", f"data.root={tmp_path}/nothing", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "cannot load dataset 'gtsrb'" in proc.stderr
+
+
+def test_help_explains_the_commands(tmp_path):
+    proc = exitwise("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for cmd in ("run", "train", "evaluate", "validate", "info"):
+        assert cmd in proc.stdout
+    proc = exitwise("run", "--help", cwd=tmp_path)
+    assert "synthetic-signs" in proc.stdout and "key=value" in proc.stdout
+
+
+def test_info_lists_registries_and_costs(tmp_path):
+    proc = exitwise("info", "--preset", "branchy_resnet18", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "resnet110" in proc.stdout and "synthetic-signs" in proc.stdout
+    assert "layer1.1" in proc.stdout and "MMACs" in proc.stdout
