@@ -56,3 +56,11 @@ def test_shipped_configs_are_valid():
     assert configs
     for path in configs:
         load_config(path)
+
+
+def test_nested_options_merge_deeply(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  options:\n    exit_head: pool\n    backbone_options: {stem: half}\n")
+    cfg = load_config(f, ["model.options.backbone_options.stem=cifar"])
+    assert cfg.model.options == {"exit_head": "pool", "backbone_options": {"stem": "cifar"}}
+    assert load_config().model.options == {}

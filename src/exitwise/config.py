@@ -38,9 +38,7 @@ class ModelConfig:
     normalisation come from the dataset)."""
 
     preset: str | None = "branchy_resnet18"
-    options: dict[str, Any] = field(
-        default_factory=lambda: {"backbone_options": {"stem": "imagenet"}}
-    )
+    options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
 
@@ -86,9 +84,17 @@ def _merge(obj: Any, values: dict[str, Any], path: str) -> None:
                 raise ConfigError(f"{where!r} is a section; expected a mapping, got {value!r}")
             _merge(current, value, where)
         elif isinstance(current, dict) and isinstance(value, dict):
-            current.update(value)
+            _deep_update(current, value)
         else:
             setattr(obj, key, _coerce(value, current, where))
+
+
+def _deep_update(target: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(target.get(key), dict) and isinstance(value, dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
 
 
 def _coerce(value: Any, current: Any, where: str) -> Any:
