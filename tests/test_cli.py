@@ -61,7 +61,8 @@ def test_rerun_resumes_instead_of_retraining(tiny_run):
 def test_unknown_key_is_a_clear_error(tmp_path):
     proc = exitwise("run", "train.epocs=1", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "unknown config key 'train.epocs'" in proc.stderr and "Did you mean epochs" in proc.stderr
+    assert "unknown config key 'train.epocs'" in proc.stderr
+    assert "Did you mean epochs" in proc.stderr
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):

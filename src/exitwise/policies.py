@@ -25,6 +25,7 @@ __all__ = [
     "ExitPolicy",
     "MaxProbability",
     "Entropy",
+    "LearnedConfidence",
     "final_decision",
 ]
 
@@ -148,3 +149,27 @@ class Entropy(ExitPolicy):
 
     def __repr__(self) -> str:
         return f"Entropy(threshold={self.threshold}, normalized={self.normalized})"
+
+
+class LearnedConfidence(ExitPolicy):
+    """Leave at the first exit whose learned confidence >= ``threshold`` (EENets; default 0.5).
+
+    Needs exits that output a confidence (``exit_head="eenets"``).
+    """
+
+    def __init__(self, threshold: float | Sequence[float] = 0.5) -> None:
+        self.threshold = _per_exit(threshold, "threshold")
+
+    def decide(self, exit_idx: int, outputs: Sequence[ExitOutput]) -> ExitDecision:
+        out = outputs[exit_idx]
+        if out.confidence is None:
+            raise ValueError(
+                f"exit {exit_idx} has no learned confidence; LearnedConfidence needs EENets exits "
+                "(exit_head='eenets'); use MaxProbability or Entropy for other exits"
+            )
+        conf = out.confidence.to(out.logits.dtype)
+        mask = conf >= _threshold_at(self.threshold, exit_idx, "threshold")
+        return ExitDecision(mask, out.logits.argmax(dim=1), conf)
+
+    def __repr__(self) -> str:
+        return f"LearnedConfidence(threshold={self.threshold})"

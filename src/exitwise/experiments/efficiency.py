@@ -13,7 +13,7 @@ import torch
 
 from exitwise.data import ArrayDataset, DatasetSplits
 from exitwise.nets import ExitOutput, MultiExitNet
-from exitwise.policies import Entropy, ExitPolicy, MaxProbability
+from exitwise.policies import Entropy, ExitPolicy, LearnedConfidence, MaxProbability
 from exitwise.routing import (
     OperatingPoint,
     collect_outputs,
@@ -34,6 +34,11 @@ POLICY_FAMILIES: dict[str, tuple[str, Callable[[float], ExitPolicy], list[float]
         "normalised entropy <= t",
         lambda t: Entropy(t, normalized=True),
         [0.0, 1e-4, 1e-3, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0],
+    ),
+    "learned_confidence": (
+        "learned exit confidence >= t (EENets; t = 0.5 by default)",
+        LearnedConfidence,
+        [i / 20 for i in range(21)] + [0.98, 0.99, 0.995, 0.999, 1.01],
     ),
 }
 
@@ -67,7 +72,14 @@ def efficiency_study(
 
     For every policy the threshold is chosen on the validation split as the cheapest one whose
     validation accuracy is within ``tolerance`` of the final exit's; its test numbers are reported.
+    Models with EENets exits also get ``learned_confidence`` (with its default threshold 0.5
+    reported as ``default``) next to the max-probability and entropy rules.
     """
+    policies = list(policies)
+    if model.has_confidence and "learned_confidence" not in policies:
+        policies.append("learned_confidence")  # EENets: its own rule next to the others
+    if not model.has_confidence:
+        policies = [p for p in policies if p != "learned_confidence"]
     unknown = [p for p in policies if p not in POLICY_FAMILIES]
     if unknown:
         raise ValueError(f"unknown policies {unknown}; available: {sorted(POLICY_FAMILIES)}")
@@ -142,6 +154,15 @@ def efficiency_study(
                 "val_accuracy": pick.accuracy,
                 "rule": f"cheapest threshold within {100 * tolerance:.1f} points of the final "
                 "exit's accuracy on the validation split",
+            }
+        if name == "learned_confidence":
+            res = simulate(test_out, LearnedConfidence(0.5), costs)
+            entry["default"] = {
+                "threshold": 0.5,
+                "accuracy": res.accuracy(test_y),
+                "mean_flops": res.mean_flops,
+                "flops_fraction": res.mean_flops / costs.backbone_flops,
+                "exit_shares": res.exit_shares,
             }
         result["policies"][name] = entry
     return result

@@ -1,7 +1,7 @@
 """Multi-exit networks: backbones, exit heads, exit placement and ``MultiExitNet``."""
 
 from exitwise.nets.backbones import BACKBONES, Backbone, build_backbone
-from exitwise.nets.heads import EXIT_HEADS, ConvPoolHead, PoolHead, build_exit_head
+from exitwise.nets.heads import EXIT_HEADS, ConvPoolHead, EENetsExit, PoolHead, build_exit_head
 from exitwise.nets.multi_exit import (
     PRESETS,
     CloudPart,
@@ -21,6 +21,7 @@ __all__ = [
     "build_backbone",
     "EXIT_HEADS",
     "ConvPoolHead",
+    "EENetsExit",
     "PoolHead",
     "build_exit_head",
     "PRESETS",

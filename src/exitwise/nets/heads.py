@@ -1,7 +1,8 @@
 """Exit heads: the small classifiers attached after a block.
 
 Convention: an exit head maps a feature map ``(B, C, H, W)`` to logits ``(B, num_classes)``.
-Heads that also learn an exit confidence (EENets) return ``(logits, confidence)`` instead.
+Heads that also learn an exit confidence (EENets) return ``(logits, confidence)`` instead and
+have ``has_confidence = True``. Factories receive ``feature_shape=(C, H, W)`` of the map they read.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 
 from exitwise.registry import Registry
 
-__all__ = ["EXIT_HEADS", "ConvPoolHead", "PoolHead", "build_exit_head"]
+__all__ = ["EXIT_HEADS", "ConvPoolHead", "PoolHead", "EENetsExit", "build_exit_head"]
 
 ExitHeadFactory = Callable[..., nn.Module]
 EXIT_HEADS: Registry[ExitHeadFactory] = Registry("exit head")
@@ -51,19 +52,68 @@ class ConvPoolHead(nn.Sequential):
         )
 
 
-EXIT_HEADS.register(
-    "pool", lambda in_channels, num_classes, **kw: PoolHead(in_channels, num_classes, **kw)
-)
-EXIT_HEADS.register(
-    "branchy", lambda in_channels, num_classes, **kw: ConvPoolHead(in_channels, num_classes, **kw)
-)
+class EENetsExit(nn.Module):
+    """EENets exit block (Demir & Akbas): a classification branch and a confidence branch.
+
+    Variants of the reference implementation: ``plain`` (both branches read the flattened feature
+    map), ``pool`` (global average pooling first) and ``bnpool`` (batch norm, then pooling).
+
+    Returns:
+        ``(logits (B, num_classes), confidence (B, 1) in [0, 1])``.
+    """
+
+    has_confidence = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        feature_shape: tuple[int, int, int] | None = None,
+        variant: str = "bnpool",
+    ) -> None:
+        super().__init__()
+        if variant not in ("plain", "pool", "bnpool"):
+            raise ValueError(f"EENets exit variant must be plain, pool or bnpool, got {variant!r}")
+        if variant == "plain":
+            if feature_shape is None:
+                raise ValueError("the 'plain' EENets exit needs feature_shape=(C, H, W)")
+            features = in_channels * feature_shape[1] * feature_shape[2]
+            self.body: nn.Module = nn.Flatten(1)
+        else:
+            features = in_channels
+            layers = [nn.BatchNorm2d(in_channels)] if variant == "bnpool" else []
+            self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.variant = variant
+        self.classifier = nn.Linear(features, num_classes)
+        self.confidence = nn.Sequential(nn.Linear(features, 1), nn.Sigmoid())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.body(x)
+        return self.classifier(h), self.confidence(h)
 
 
-def build_exit_head(kind: str, in_channels: int, num_classes: int, **options) -> nn.Module:
+def _ignoring_shape(cls: type[nn.Module]) -> ExitHeadFactory:
+    def factory(in_channels: int, num_classes: int, feature_shape=None, **kw) -> nn.Module:
+        return cls(in_channels, num_classes, **kw)
+
+    return factory
+
+
+EXIT_HEADS.register("pool", _ignoring_shape(PoolHead))
+EXIT_HEADS.register("branchy", _ignoring_shape(ConvPoolHead))
+EXIT_HEADS.register("eenets", EENetsExit)
+
+
+def build_exit_head(
+    kind: str,
+    in_channels: int,
+    num_classes: int,
+    feature_shape: tuple[int, int, int] | None = None,
+    **options,
+) -> nn.Module:
     """Build a registered exit head (``EXIT_HEADS.names()`` lists the kinds)."""
-    return EXIT_HEADS.get(kind)(in_channels, num_classes, **options)
-
-
-def head_output_logits(out: Tensor | tuple[Tensor, Tensor]) -> Tensor:
-    """The logits of an exit head's output, whether or not it also returns a confidence."""
-    return out[0] if isinstance(out, tuple) else out
+    factory = EXIT_HEADS.get(kind)
+    try:
+        return factory(in_channels, num_classes, feature_shape=feature_shape, **options)
+    except TypeError as e:
+        raise ValueError(f"exit head {kind!r}: bad options {options}: {e}") from None

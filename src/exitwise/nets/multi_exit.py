@@ -114,6 +114,13 @@ class MultiExitNet(nn.Module):
         return len(self.exits)
 
     @property
+    def has_confidence(self) -> bool:
+        """True when every side exit learns its own exit confidence (EENets)."""
+        return self.num_exits > 1 and all(
+            getattr(head, "has_confidence", False) for head in self.exits[:-1]
+        )
+
+    @property
     def exit_blocks(self) -> list[str]:
         """The backbone block each side exit is attached after."""
         return [blocks[-1] for blocks in self.stage_blocks[:-1] if blocks]
@@ -283,14 +290,14 @@ def build_multi_exit(
 
     # Probe every block once: output channels (for the heads) and FLOPs (for placement).
     x = torch.zeros((1, *config["input_shape"]))
-    out_channels, block_flops = {}, []
+    out_shapes, block_flops = {}, []
     with torch.no_grad():
         for name, block in bb.blocks:
             block.eval()
             block_flops.append(count_flops(lambda b=block, x=x: b(x)))
             x = block(x)
             block.train()
-            out_channels[name] = x.shape[1]
+            out_shapes[name] = tuple(x.shape[1:])
         head_flops = count_flops(lambda: bb.head.eval()(x))
         bb.head.train()
     total = sum(block_flops) + head_flops
@@ -302,7 +309,7 @@ def build_multi_exit(
     else:
         chosen = list(exits_after)
         placement = None
-        unknown = [n for n in chosen if n not in out_channels]
+        unknown = [n for n in chosen if n not in out_shapes]
         if unknown:
             raise ValueError(
                 f"unknown block name(s) {unknown} for backbone {backbone!r}; "
@@ -331,7 +338,9 @@ def build_multi_exit(
             raise ValueError(f"mean and std need {c} values each, got {mean} and {std}")
         stages[0] = nn.Sequential(Normalize(mean, std), *stages[0])
     exits = [
-        build_exit_head(exit_head, out_channels[n], num_classes, **config["exit_head_options"])
+        build_exit_head(
+            exit_head, out_shapes[n][0], num_classes, out_shapes[n], **config["exit_head_options"]
+        )
         for n in chosen
     ]
     exits.append(bb.head)

@@ -22,6 +22,7 @@ from exitwise.data import ArrayDataset, DatasetSplits
 from exitwise.nets import MultiExitNet
 from exitwise.training.augment import AUGMENT_PRESETS, augment_batch
 from exitwise.training.checkpoint import CheckpointError, load_pair, save_model, save_pair
+from exitwise.training.eenets import EENETS_LOSSES, eenets_loss
 from exitwise.training.weights import LOSS_WEIGHTS, loss_weights
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate_exits", "iterate_batches"]
@@ -41,8 +42,14 @@ class TrainConfig:
         schedule: ``cosine`` (per step, after warm-up), ``step`` (x0.1 at 50% and 75%) or
             ``constant``.
         warmup_epochs: linear warm-up length, in epochs.
+        loss: ``weighted`` (BranchyNet's weighted sum of per-exit cross-entropies) or ``eenets``
+            (cost-aware, needs exits with a learned confidence).
         loss_weights: per-exit loss weight schedule (``uniform``, ``linear``, ``sqrt``, ``gradual``,
-            ``final``).
+            ``final``), for the ``weighted`` loss.
+        eenets_loss: ``v1`` or ``v2`` (see :mod:`exitwise.training.eenets`).
+        eenets_lambda: weight of the expected cost in the EENets loss.
+        eenets_v0_epochs: EENets' two-stage schedule: the first epochs use ``v0`` (every exit's
+            NLL, no cost), the rest ``eenets_loss``.
         two_stage: first train the backbone alone for ``backbone_epochs``, then the side exits
             with the backbone frozen for ``epochs``.
         backbone_epochs: epochs of the first stage when ``two_stage``.
@@ -60,7 +67,11 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "cosine"
     warmup_epochs: float = 0.5
+    loss: str = "weighted"
     loss_weights: str = "uniform"
+    eenets_loss: str = "v1"
+    eenets_lambda: float = 1.0
+    eenets_v0_epochs: int = 0
     two_stage: bool = False
     backbone_epochs: int = 0
     augment: str = "signs"
@@ -84,6 +95,18 @@ class TrainConfig:
                 f"augment must be one of {sorted(AUGMENT_PRESETS)}, got {self.augment!r}"
             )
         LOSS_WEIGHTS.get(self.loss_weights)
+        if self.loss not in ("weighted", "eenets"):
+            raise ValueError(f"loss must be 'weighted' or 'eenets', got {self.loss!r}")
+        if self.eenets_loss not in EENETS_LOSSES:
+            raise ValueError(
+                f"eenets_loss must be one of {EENETS_LOSSES}, got {self.eenets_loss!r}"
+            )
+        if self.eenets_lambda < 0 or self.eenets_v0_epochs < 0:
+            raise ValueError("eenets_lambda and eenets_v0_epochs must be >= 0")
+        if self.loss == "eenets" and self.two_stage:
+            raise ValueError(
+                "the eenets loss has its own schedule (eenets_v0_epochs); two_stage=false"
+            )
         if self.two_stage and self.backbone_epochs == 0:
             raise ValueError("two_stage needs backbone_epochs > 0")
 
@@ -138,6 +161,12 @@ def _lr_at(cfg: TrainConfig, phase_epochs: int, progress: float) -> float:
     if cfg.schedule == "step":
         return cfg.lr * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def _phase_name(cfg: TrainConfig, epoch: int, exits_only: bool) -> str:
+    if cfg.loss == "eenets":
+        return "eenets-v0" if epoch < cfg.eenets_v0_epochs else f"eenets-{cfg.eenets_loss}"
+    return "exits" if exits_only else ("backbone" if cfg.two_stage else "joint")
 
 
 def _make_optimizer(model: MultiExitNet, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -207,6 +236,11 @@ def train(
         on_epoch: called with each epoch's record (loss, per-exit validation accuracy, seconds).
     """
     cfg.validate()
+    if cfg.loss == "eenets" and not model.has_confidence:
+        raise ValueError(
+            "the eenets loss needs side exits with a learned confidence: build the model with "
+            "exit_head='eenets' (model.options.exit_head=eenets)"
+        )
     if tuple(data.input_shape) != tuple(model.input_shape):
         raise ValueError(
             f"the data's images are {tuple(data.input_shape)} but the model expects "
@@ -236,6 +270,7 @@ def train(
         result.resumed_from_epoch = start_epoch
 
     aug = AUGMENT_PRESETS[cfg.augment]
+    costs = model.costs.path_fractions  # EENets' exit costs: measured FLOPs fractions
     n_train = len(data.train)
     steps = max(n_train // cfg.batch_size, 1)
     first_phase = cfg.backbone_epochs if cfg.two_stage else 0
@@ -265,12 +300,17 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
             x = augment_batch(x, aug, g)
-            logits = model(x)
-            loss = sum(
-                w * F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-                for w, out in zip(weights, logits, strict=True)
-                if w > 0
-            )
+            if cfg.loss == "eenets":
+                version = "v0" if epoch < cfg.eenets_v0_epochs else cfg.eenets_loss
+                loss, _, _ = eenets_loss(
+                    model.forward_outputs(x), y, costs, version, cfg.eenets_lambda
+                )
+            else:
+                loss = sum(
+                    w * F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+                    for w, out in zip(weights, model(x), strict=True)
+                    if w > 0
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -283,7 +323,7 @@ def train(
         result.seconds += seconds
         record = {
             "epoch": epoch + 1,
-            "phase": "exits" if exits_only else ("backbone" if cfg.two_stage else "joint"),
+            "phase": _phase_name(cfg, epoch, exits_only),
             "train_loss": total_loss / max(seen, 1),
             "val_accuracy": val_acc,
             "lr_end": lr if seen else cfg.lr,
