@@ -52,3 +52,14 @@ def test_policy_arguments_are_checked():
         MaxProbability(float("nan"))
     with pytest.raises(ValueError, match="2 per-exit values but exit 2"):
         MaxProbability([0.5, 0.6]).decide(2, outs([[1.0]], [[1.0]], [[1.0]]))
+
+
+def test_capped_policy_forces_an_exit():
+    from exitwise.policies import Capped
+
+    logits = outs([[0.0, 0.0]], [[0.0, 0.0]], [[0.0, 0.0]])
+    capped = Capped(MaxProbability(0.99), max_exit=1)
+    assert not capped.decide(0, logits).exit_mask.item()
+    assert capped.decide(1, logits).exit_mask.item()
+    with pytest.raises(ValueError, match="max_exit"):
+        Capped(MaxProbability(0.5), -1)

@@ -26,6 +26,7 @@ __all__ = [
     "MaxProbability",
     "Entropy",
     "LearnedConfidence",
+    "Capped",
     "final_decision",
 ]
 
@@ -173,3 +174,25 @@ class LearnedConfidence(ExitPolicy):
 
     def __repr__(self) -> str:
         return f"LearnedConfidence(threshold={self.threshold})"
+
+
+class Capped(ExitPolicy):
+    """Wrap a policy so that no sample runs past exit ``max_exit``: a defence that caps the
+    worst-case cost (e.g. under a slowdown attack) at that exit's path FLOPs.
+
+    At ``max_exit`` every sample still running leaves with the inner policy's prediction.
+    """
+
+    def __init__(self, policy: ExitPolicy, max_exit: int) -> None:
+        if max_exit < 0:
+            raise ValueError(f"max_exit must be >= 0, got {max_exit}")
+        self.policy, self.max_exit = policy, max_exit
+
+    def decide(self, exit_idx: int, outputs: Sequence[ExitOutput]) -> ExitDecision:
+        dec = self.policy.decide(exit_idx, outputs)
+        if exit_idx >= self.max_exit:
+            return ExitDecision(torch.ones_like(dec.exit_mask), dec.prediction, dec.confidence)
+        return dec
+
+    def __repr__(self) -> str:
+        return f"Capped({self.policy!r}, max_exit={self.max_exit})"
