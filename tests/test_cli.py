@@ -85,3 +85,16 @@ def test_info_lists_registries_and_costs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "resnet110" in proc.stdout and "synthetic-signs" in proc.stdout
     assert "layer1.1" in proc.stdout and "MMACs" in proc.stdout
+
+
+def test_robustness_study_end_to_end(tiny_run):
+    out, _ = tiny_run
+    proc = exitwise("robustness", str(out), "--samples", "8", "--quick", cwd=out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = json.loads((out / "robustness" / "study.json").read_text())
+    names = {r["name"] for r in study["results"].values()}
+    assert {"gaussian_noise", "gaussian_blur", "fgsm", "pgd", "deepfool", "slowdown"} <= names
+    assert (out / "robustness" / "robustness.html").exists()
+    assert "slowdown eps" in proc.stdout and "robustness report:" in proc.stdout
+    again = exitwise("robustness", str(out), "--samples", "8", "--quick", cwd=out)
+    assert again.returncode == 0 and "(resumed)" in again.stdout

@@ -231,6 +231,98 @@ def evaluate(
 
 
 @app.command()
+def robustness(
+    run_dir: Annotated[Path, typer.Argument(help="a directory written by `exitwise run`/`train`")],
+    samples: Annotated[int, typer.Option(help="test images used (a seeded random subset)")] = 500,
+    threshold: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            help="max-probability threshold of the routed model (default: the one "
+            "chosen on validation in evaluation.json, else 0.9)"
+        ),
+    ] = None,
+    cap_exit: Annotated[
+        int, typer.Option(help="also report the slowdown defence that caps exits at this exit")
+    ] = 1,
+    quick: Annotated[bool, typer.Option(help="fewer levels per disturbance")] = False,
+    seed: Annotated[int, typer.Option(help="seeds the subset, the noise and random starts")] = 0,
+) -> None:
+    """Robustness study (seed 000 Figs. 5 and 6): noise, blur, FGSM/PGD/BIM/DeepFool and the
+    slowdown attack, at increasing levels. For each: accuracy of every exit, routed accuracy, mean
+    FLOPs and exit shares, for the early-exit model and the backbone alone. Writes
+    RUN_DIR/robustness/ (study.json, CSV, PNG, robustness.html); an interrupted study resumes.
+    """
+    import torch
+
+    from exitwise.config import load_config
+    from exitwise.experiments.robustness import default_disturbances, robustness_study
+    from exitwise.policies import MaxProbability
+    from exitwise.report import write_robustness_report
+    from exitwise.training import load_model
+
+    if not (run_dir / "model.json").exists():
+        err.print(f"[red]{run_dir} holds no trained model (model.json missing)[/red]")
+        raise typer.Exit(2)
+    saved = run_dir / "run_config.json"
+    cfg = load_config(None, None, base=json.loads(saved.read_text()) if saved.exists() else None)
+    torch.set_num_threads(cfg.threads)
+    if threshold is None:
+        threshold = 0.9
+        ev_path = run_dir / "evaluation.json"
+        if ev_path.exists():
+            chosen = json.loads(ev_path.read_text())["policies"].get("max_probability", {})
+            if chosen.get("chosen"):
+                threshold = float(chosen["chosen"]["threshold"])
+    model = load_model(run_dir).model
+    data = _load_data(cfg)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.test), generator=g)[: min(samples, len(data.test))]
+    x = data.test.images[idx].float() / 255
+    y = data.test.labels[idx]
+    disturbances = default_disturbances(quick)
+    total = sum(len(d.levels) for d in disturbances)
+    out = run_dir / "robustness"
+    out.mkdir(exist_ok=True)
+    policy = MaxProbability(threshold)
+    console.print(f"routed model: {policy!r}; defence: capped at exit {cap_exit}; {len(y)} images")
+    with _progress() as progress:
+        task = progress.add_task("robustness", total=total, info="")
+        study = robustness_study(
+            model,
+            x,
+            y,
+            policy,
+            disturbances,
+            cap_exit=cap_exit,
+            seed=seed,
+            state_path=out / "study.json",
+            progress=lambda key: progress.update(task, advance=1, info=key),
+        )
+    study.update(
+        {
+            "title": f"Robustness of {cfg.model.preset or model.config['backbone']} on {data.name}",
+            "dataset": data.name,
+            "command": _command(),
+        }
+    )
+    report = write_robustness_report(study, out)
+    for row in study["slowdown"]:
+        r, c = row["routed"], row.get("capped")
+        line = (
+            f"slowdown eps {255 * row['eps']:.0f}/255: FLOPs {100 * r['flops_fraction']:.0f}% "
+            f"of the backbone, saving erased {100 * r['saving_erased']:.0f}%, accuracy "
+            f"{100 * r['accuracy']:.1f}%"
+        )
+        if c:
+            line += (
+                f"; capped: FLOPs {100 * c['flops_fraction']:.0f}%, erased "
+                f"{100 * c['saving_erased']:.0f}%, accuracy {100 * c['accuracy']:.1f}%"
+            )
+        console.print(line)
+    console.print(f"\n[bold green]robustness report:[/bold green] {report.resolve()}")
+
+
+@app.command()
 def validate(config: ConfigOpt = None, overrides: Overrides = None) -> None:
     """Check a config and its overrides, and print the resolved configuration as YAML."""
     import yaml
