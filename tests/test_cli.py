@@ -98,3 +98,14 @@ def test_robustness_study_end_to_end(tiny_run):
     assert "slowdown eps" in proc.stdout and "robustness report:" in proc.stdout
     again = exitwise("robustness", str(out), "--samples", "8", "--quick", cwd=out)
     assert again.returncode == 0 and "(resumed)" in again.stdout
+
+
+def test_summary_prints_markdown_tables(tiny_run, tmp_path):
+    out, _ = tiny_run
+    proc = exitwise("summary", str(out), cwd=out)
+    assert proc.returncode == 0, proc.stderr
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert "| exit | after | test accuracy |" in proc.stdout
+    assert f"{100 * ev['exits'][0]['accuracy']:.2f}%" in proc.stdout
+    missing = exitwise("summary", str(tmp_path), cwd=tmp_path)
+    assert missing.returncode == 2 and "evaluation.json does not exist" in missing.stderr

@@ -322,6 +322,68 @@ def robustness(
     console.print(f"\n[bold green]robustness report:[/bold green] {report.resolve()}")
 
 
+def _markdown(ev: dict) -> str:
+    bb = ev["costs"]["backbone_flops"]
+    lines = [f"### {ev['title']}", ""]
+    tr = ev.get("training") or {}
+    if tr:
+        lines.append(
+            f"Trained {tr.get('epochs')} epochs in {tr.get('seconds', 0) / 60:.1f} min on "
+            f"{tr.get('device')} ({tr.get('machine')}, {tr.get('threads')} threads)."
+        )
+    if ev.get("command"):
+        lines.append(
+            f"Evaluated by `{ev['command']}` on {ev['dataset']['num_samples']} test images."
+        )
+    lines += [
+        "",
+        "| exit | after | test accuracy | MFLOPs to reach | MMACs | % of backbone |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for e in ev["exits"]:
+        lines.append(
+            f"| {e['exit']} | {e['block']} | {100 * e['accuracy']:.2f}% | "
+            f"{e['path_flops'] / 1e6:.1f} | {e['path_flops'] / 2e6:.1f} | "
+            f"{100 * e['path_flops'] / bb:.1f}% |"
+        )
+    lines += [
+        "",
+        f"Plain backbone: {bb / 1e6:.1f} MFLOPs ({bb / 2e6:.1f} MMACs) per image.",
+        "",
+        "| policy | threshold (chosen on validation) | test accuracy | mean FLOPs, % of "
+        "backbone | exit shares |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, pol in ev["policies"].items():
+        for tag, pt in (("", pol.get("chosen")), (" (default 0.5)", pol.get("default"))):
+            if pt:
+                shares = " / ".join(f"{100 * x:.0f}%" for x in pt["exit_shares"])
+                lines.append(
+                    f"| {name}{tag} | {pt['threshold']:g} | {100 * pt['accuracy']:.2f}% |"
+                    f" {100 * pt['flops_fraction']:.1f}% | {shares} |"
+                )
+    o = ev["oracle"]
+    lines.append(
+        f"| oracle | - | {100 * o['accuracy']:.2f}% | {100 * o['flops_fraction']:.1f}% | "
+        + " / ".join(f"{100 * x:.0f}%" for x in o["exit_shares"])
+        + " |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+def summary(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories with evaluation.json")],
+) -> None:
+    """Print the evaluation of one or more runs as Markdown tables (for docs and notes)."""
+    for run_dir in run_dirs:
+        path = run_dir / "evaluation.json"
+        if not path.exists():
+            err.print(f"[red]{path} does not exist: run `exitwise evaluate {run_dir}` first[/red]")
+            raise typer.Exit(2)
+        print(_markdown(json.loads(path.read_text())))
+
+
 @app.command()
 def validate(config: ConfigOpt = None, overrides: Overrides = None) -> None:
     """Check a config and its overrides, and print the resolved configuration as YAML."""
