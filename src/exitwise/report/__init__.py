@@ -40,8 +40,15 @@ from typing import Any
 
 from exitwise.report import html, plots
 from exitwise.report.html import safe_name
+from exitwise.report.robustness import write_robustness_report
 
-__all__ = ["REPORT_FILE", "validate_evaluation", "write_report", "write_tables"]
+__all__ = [
+    "REPORT_FILE",
+    "validate_evaluation",
+    "write_report",
+    "write_robustness_report",
+    "write_tables",
+]
 
 REPORT_FILE = "report.html"
 
