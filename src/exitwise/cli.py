@@ -37,8 +37,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=False)
-err = Console(stderr=True)
+console = Console(stderr=False, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Optional[Path],  # noqa: UP045 - typer needs Optional here
