@@ -50,6 +50,17 @@ def as_exit_output(out: Tensor | tuple[Tensor, Tensor]) -> ExitOutput:
     return ExitOutput(out)
 
 
+def run_stages(
+    stages: Sequence[nn.Module], exits: Sequence[nn.Module], h: Tensor
+) -> tuple[list[ExitOutput], Tensor]:
+    """Run ``stages`` in order, each followed by its exit; return the outputs and the last ``h``."""
+    outs = []
+    for stage, head in zip(stages, exits, strict=True):
+        h = stage(h)
+        outs.append(as_exit_output(head(h)))
+    return outs, h
+
+
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` inside the model, so inputs stay in pixel space [0, 1]."""
 
@@ -153,11 +164,7 @@ class MultiExitNet(nn.Module):
     def forward_outputs(self, x: Tensor) -> list[ExitOutput]:
         """Every exit's :class:`ExitOutput` (logits and, for EENets exits, confidence)."""
         self.validate_input(x)
-        outs, h = [], x
-        for stage, head in zip(self.stages, self.exits, strict=True):
-            h = stage(h)
-            outs.append(as_exit_output(head(h)))
-        return outs
+        return run_stages(self.stages, self.exits, x)[0]
 
     @property
     def costs(self) -> CostAccount:
@@ -189,11 +196,7 @@ class EdgePart(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[list[ExitOutput], Tensor]:
         self._validate(x)
-        outs, h = [], x
-        for stage, head in zip(self.stages, self.exits, strict=True):
-            h = stage(h)
-            outs.append(as_exit_output(head(h)))
-        return outs, h
+        return run_stages(self.stages, self.exits, x)
 
 
 class CloudPart(nn.Module):
@@ -206,11 +209,7 @@ class CloudPart(nn.Module):
         self.exits = nn.ModuleList(model.exits[k + 1 :])
 
     def forward(self, h: Tensor) -> list[ExitOutput]:
-        outs = []
-        for stage, head in zip(self.stages, self.exits, strict=True):
-            h = stage(h)
-            outs.append(as_exit_output(head(h)))
-        return outs
+        return run_stages(self.stages, self.exits, h)[0]
 
 
 def measure_costs(model: MultiExitNet) -> CostAccount:
@@ -377,7 +376,3 @@ def build_preset(name: str, num_classes: int, **overrides: Any) -> MultiExitNet:
         raise KeyError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
     kwargs = {**PRESETS[name], **overrides}
     return build_multi_exit(num_classes=num_classes, **kwargs)
-
-
-def num_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
