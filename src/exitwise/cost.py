@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import accumulate
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -51,14 +53,12 @@ class CostAccount:
     def num_exits(self) -> int:
         return len(self.exit_flops)
 
-    @property
+    @cached_property
     def path_flops(self) -> tuple[int, ...]:
         """FLOPs spent by a sample that leaves at exit i: stages 0..i + heads 0..i."""
-        out, total = [], 0
-        for s, e in zip(self.stage_flops, self.exit_flops, strict=True):
-            total += s + e
-            out.append(total)
-        return tuple(out)
+        return tuple(
+            accumulate(s + e for s, e in zip(self.stage_flops, self.exit_flops, strict=True))
+        )
 
     @property
     def backbone_flops(self) -> int:
@@ -71,7 +71,15 @@ class CostAccount:
         return tuple(p / self.backbone_flops for p in self.path_flops)
 
     def path_flops_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
-        return torch.tensor(self.path_flops, dtype=torch.int64, device=device)
+        """``path_flops`` as an int64 tensor, built once per device (routing reads it per call)."""
+        key = str(torch.device(device)) if device is not None else "cpu"
+        if key not in self._tensors:
+            self._tensors[key] = torch.tensor(self.path_flops, dtype=torch.int64, device=device)
+        return self._tensors[key]
+
+    @cached_property
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {}
 
     def rows(self) -> list[dict[str, float | int]]:
         """One row per exit: stage, head and path FLOPs and MACs, and the path fraction."""
