@@ -56,11 +56,19 @@ Overrides = Annotated[
 ]
 
 
-def _setup(config: Path | None, overrides: list[str] | None):
+def _setup(config: Path | None, overrides: list[str] | None, run_dir: Path | None = None):
+    """Resolve the config (a trained run's own run_config.json first, when given) and threads."""
     from exitwise.config import ConfigError, load_config
 
+    base = None
+    if run_dir is not None:
+        if not (run_dir / "model.json").exists():
+            err.print(f"[red]{run_dir} holds no trained model (model.json missing)[/red]")
+            raise typer.Exit(2)
+        saved = run_dir / "run_config.json"
+        base = json.loads(saved.read_text()) if saved.exists() else None
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides, base=base)
     except ConfigError as e:
         err.print(f"[red]config error:[/red] {e}")
         raise typer.Exit(2) from None
@@ -211,22 +219,7 @@ def evaluate(
     Thresholds are chosen on the validation split. The run's own config (run_config.json) is
     used; overrides (e.g. eval.tolerance=0.01) apply on top.
     """
-    from exitwise.config import ConfigError, load_config
-
-    if not (run_dir / "model.json").exists():
-        err.print(f"[red]{run_dir} holds no trained model (model.json missing)[/red]")
-        raise typer.Exit(2)
-    saved = run_dir / "run_config.json"
-    try:
-        cfg = load_config(
-            None, overrides, base=json.loads(saved.read_text()) if saved.exists() else None
-        )
-    except ConfigError as e:
-        err.print(f"[red]config error:[/red] {e}")
-        raise typer.Exit(2) from None
-    import torch
-
-    torch.set_num_threads(cfg.threads)
+    cfg = _setup(None, overrides, run_dir)
     _evaluate(cfg, run_dir, _load_data(cfg), _command())
 
 
@@ -254,18 +247,12 @@ def robustness(
     """
     import torch
 
-    from exitwise.config import load_config
     from exitwise.experiments.robustness import default_disturbances, robustness_study
     from exitwise.policies import MaxProbability
     from exitwise.report import write_robustness_report
     from exitwise.training import load_model
 
-    if not (run_dir / "model.json").exists():
-        err.print(f"[red]{run_dir} holds no trained model (model.json missing)[/red]")
-        raise typer.Exit(2)
-    saved = run_dir / "run_config.json"
-    cfg = load_config(None, None, base=json.loads(saved.read_text()) if saved.exists() else None)
-    torch.set_num_threads(cfg.threads)
+    cfg = _setup(None, None, run_dir)
     if threshold is None:
         threshold = 0.9
         ev_path = run_dir / "evaluation.json"
