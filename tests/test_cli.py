@@ -109,3 +109,28 @@ def test_summary_prints_markdown_tables(tiny_run, tmp_path):
     assert f"{100 * ev['exits'][0]['accuracy']:.2f}%" in proc.stdout
     missing = exitwise("summary", str(tmp_path), cwd=tmp_path)
     assert missing.returncode == 2 and "evaluation.json does not exist" in missing.stderr
+
+
+def test_compare_runs_at_equal_flops(tiny_run, tmp_path):
+    out, _ = tiny_run
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "evaluation.json").write_text((out / "evaluation.json").read_text())
+    proc = exitwise(
+        "compare", str(out), str(other), "--reference", str(out), "--budget", "0.5",
+        "--budget", "1.1", "--goal-fraction", "0.3", "--out", str(tmp_path / "cmp"), cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert cmp["reference"]["accuracy"] == ev["backbone"]["accuracy"]
+    assert {r["run"] for r in cmp["at_budget"]} == {out.name, "other"}
+    # Budget 110%: every point fits, so the best validation point of the sweep, for both copies.
+    pol = ev["policies"]["max_probability"]
+    best = max(pol["val_sweep"], key=lambda p: (p["accuracy"], -p["mean_flops"]))
+    full = [r for r in cmp["at_budget"] if r["budget"] == 1.1]
+    assert {r["threshold"] for r in full} == {best["threshold"]} and len(full) == 2
+    assert "**At equal mean FLOPs**" in proc.stdout
+    assert (tmp_path / "cmp" / "comparison.png").exists()
+    same = exitwise("compare", str(out), str(out), cwd=tmp_path)
+    assert same.returncode == 2 and "distinct names" in same.stderr

@@ -372,6 +372,67 @@ def summary(
 
 
 @app.command()
+def compare(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="run directories with evaluation.json, compared together")
+    ],
+    reference: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="run of the plain network (its final exit is the reference accuracy and its "
+            "FLOPs are 100%); default: the first run's final exit"
+        ),
+    ] = None,
+    budget: Annotated[
+        Optional[list[float]],  # noqa: UP045
+        typer.Option(help="mean-FLOPs budget as a fraction of the reference (repeatable)"),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="accuracy tolerance vs the reference (0.005 = 0.5 points)")
+    ] = 0.005,
+    goal_fraction: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="also check 'within tolerance at <= this fraction of the FLOPs'"),
+    ] = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="write comparison.json, comparison.md and comparison.png here"),
+    ] = None,
+) -> None:
+    """Compare runs at equal mean FLOPs (e.g. EENets vs BranchyNet exits on one backbone) and
+    against a plain network. Thresholds are chosen on each run's validation split; test numbers
+    are reported. Prints Markdown tables."""
+    from exitwise.experiments.compare import CompareError, compare_runs
+    from exitwise.report import write_comparison
+    from exitwise.report.compare import comparison_markdown
+
+    def load(run_dir: Path) -> dict:
+        path = run_dir / "evaluation.json"
+        if not path.exists():
+            err.print(f"[red]{path} does not exist: run `exitwise evaluate {run_dir}` first[/red]")
+            raise typer.Exit(2)
+        return json.loads(path.read_text())
+
+    runs = {}
+    for d in run_dirs:
+        name = d.resolve().name
+        if name in runs:
+            err.print(f"[red]two runs are named {name}: give directories with distinct names[/red]")
+            raise typer.Exit(2)
+        runs[name] = load(d)
+    ref = (reference.resolve().name, load(reference)) if reference is not None else None
+    try:
+        result = compare_runs(runs, budget or (0.2, 0.3, 0.4, 0.5), ref, tolerance, goal_fraction)
+    except CompareError as e:
+        err.print(f"[red]cannot compare:[/red] {e}")
+        raise typer.Exit(2) from None
+    print(comparison_markdown(result))
+    if out is not None:
+        for path in write_comparison(result, out):
+            err.print(f"wrote {path}")
+
+
+@app.command()
 def validate(config: ConfigOpt = None, overrides: Overrides = None) -> None:
     """Check a config and its overrides, and print the resolved configuration as YAML."""
     import yaml

@@ -89,6 +89,11 @@ def efficiency_study(
         _outputs(model, data.val, batch_size, progress) if len(data.val) else (None, None)
     )
     exit_acc = [float((o.logits.argmax(1) == test_y).double().mean()) for o in test_out]
+    val_acc = (
+        [float((o.logits.argmax(1) == val_y).double().mean()) for o in val_out]
+        if val_out is not None
+        else None
+    )
     blocks = [*model.exit_blocks, "final classifier"]
     result: dict[str, Any] = {
         "title": f"{model_name or model.config.get('backbone', 'model')} on {data.name}",
@@ -113,11 +118,13 @@ def efficiency_study(
                 "accuracy": exit_acc[i],
                 "path_flops": costs.path_flops[i],
                 "path_fraction": costs.path_fractions[i],
+                "val_accuracy": val_acc[i] if val_acc else None,
             }
             for i in range(model.num_exits)
         ],
         "backbone": {
             "accuracy": exit_acc[-1],
+            "val_accuracy": val_acc[-1] if val_acc else None,
             "flops": costs.backbone_flops,
             "label": "final exit only (plain backbone cost)",
         },
@@ -139,10 +146,10 @@ def efficiency_study(
             "pareto": [p.to_dict() for p in pareto_front(points)],
             "chosen": None,
         }
-        if val_out is not None:
-            val_final = float((val_out[-1].logits.argmax(1) == val_y).double().mean())
+        if val_out is not None and val_acc is not None:
             val_points = sweep(val_out, val_y, costs, make, grid)
-            pick = choose_threshold(val_points, val_final - tolerance)
+            entry["val_sweep"] = [p.to_dict() for p in val_points]
+            pick = choose_threshold(val_points, val_acc[-1] - tolerance)
             test_res = simulate(test_out, make(pick.threshold), costs)
             entry["chosen"] = {
                 "threshold": pick.threshold,

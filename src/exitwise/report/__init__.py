@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from exitwise.report import html, plots
+from exitwise.report.compare import write_comparison
 from exitwise.report.html import safe_name
 from exitwise.report.robustness import write_robustness_report
 
@@ -47,6 +48,7 @@ __all__ = [
     "validate_evaluation",
     "write_report",
     "write_robustness_report",
+    "write_comparison",
     "write_tables",
 ]
 
