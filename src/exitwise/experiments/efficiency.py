@@ -38,7 +38,9 @@ POLICY_FAMILIES: dict[str, tuple[str, Callable[[float], ExitPolicy], list[float]
     "learned_confidence": (
         "learned exit confidence >= t (EENets; t = 0.5 by default)",
         LearnedConfidence,
-        [i / 20 for i in range(21)] + [0.98, 0.99, 0.995, 0.999, 1.01],
+        [0.0, 0.005, 0.01, 0.02, 0.03]
+        + [i / 20 for i in range(1, 21)]
+        + [0.98, 0.99, 0.995, 0.999, 1.01],
     ),
 }
 
