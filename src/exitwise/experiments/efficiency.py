@@ -40,7 +40,7 @@ POLICY_FAMILIES: dict[str, tuple[str, Callable[[float], ExitPolicy], list[float]
         LearnedConfidence,
         [0.0, 0.005, 0.01, 0.02, 0.03]
         + [i / 20 for i in range(1, 21)]
-        + [0.98, 0.99, 0.995, 0.999, 1.01],
+        + [0.98, 0.99, 0.995, 0.999, 0.9999, 1.0, 1.01],
     ),
 }
 
