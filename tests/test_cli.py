@@ -45,10 +45,11 @@ def test_run_writes_model_evaluation_and_report(tiny_run):
 
 def test_evaluate_a_saved_run(tiny_run):
     out, _ = tiny_run
-    proc = exitwise("evaluate", str(out), "eval.policies=[max_probability]", cwd=out)
+    proc = exitwise("evaluate", str(out), "eval.policies=[max_probability]", "threads=2", cwd=out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ev = json.loads((out / "evaluation.json").read_text())
     assert list(ev["policies"]) == ["max_probability"]
+    assert ev["training"]["threads"] == 1  # what training ran with, not this evaluation
 
 
 def test_rerun_resumes_instead_of_retraining(tiny_run):

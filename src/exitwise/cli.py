@@ -316,7 +316,8 @@ def _markdown(ev: dict) -> str:
     if tr:
         lines.append(
             f"Trained {tr.get('epochs')} epochs in {tr.get('seconds', 0) / 60:.1f} min on "
-            f"{tr.get('device')} ({tr.get('machine')}, {tr.get('threads')} threads)."
+            f"{tr.get('device')} ({tr.get('machine')}"
+            + (f", {tr['threads']} threads)." if tr.get("threads") else ").")
         )
     if ev.get("command"):
         lines.append(

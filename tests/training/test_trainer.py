@@ -54,6 +54,7 @@ def test_training_learns_every_exit(tmp_path):
     model = tiny_model()
     result = train(model, tiny_data(), TrainConfig(**CFG), tmp_path)
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert {r["threads"] for r in result.history} == {torch.get_num_threads()}
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert min(result.history[-1]["val_accuracy"]) > 0.9
     loaded = load_model(tmp_path)

@@ -100,12 +100,15 @@ def evaluate_run(
         model_name=name,
     )
     history = loaded.meta.get("history") or []
+    # Threads as recorded by each training epoch (a resumed run may have changed them); runs
+    # trained before epochs recorded them say None rather than this evaluation's setting.
+    threads = sorted({r["threads"] for r in history if r.get("threads")})
     evaluation["training"] = {
         "seconds": loaded.meta.get("train_seconds", 0.0),
         "epochs": len(history),
         "device": "cpu",
         "machine": machine(),
-        "threads": cfg.threads,
+        "threads": threads[0] if len(threads) == 1 else (threads or None),
         "history": history,
     }
     if command:

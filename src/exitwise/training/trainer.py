@@ -328,6 +328,7 @@ def train(
             "val_accuracy": val_acc,
             "lr_end": lr if seen else cfg.lr,
             "seconds": seconds,
+            "threads": torch.get_num_threads(),
         }
         result.history.append(record)
         if run_dir is not None:  # checkpoint first: an interruption in on_epoch loses nothing
