@@ -135,7 +135,7 @@ def comparison_figure(comparison: Mapping[str, Any]):
                 for r in comparison["at_budget"]
                 if r["run"] == name and r.get("threshold") is not None
             ]
-            for r in chosen:
+            for k, r in enumerate(chosen):
                 i = policies.index(r["policy"])
                 ax.scatter(
                     [100 * r["flops_fraction"]],
@@ -146,6 +146,7 @@ def comparison_figure(comparison: Mapping[str, Any]):
                     color=POLICY_COLORS[i % len(POLICY_COLORS)],
                     edgecolors="black",
                     linewidths=0.8,
+                    label=f"{name}: chosen on validation, per budget" if k == 0 else None,
                 )
         ax.scatter(
             [100.0],
