@@ -129,7 +129,7 @@ def test_compare_runs_at_equal_flops(tiny_run, tmp_path):
     # Budget 110%: every point fits, so the best validation point of the sweep, for both copies.
     pol = ev["policies"]["max_probability"]
     best = max(pol["val_sweep"], key=lambda p: (p["accuracy"], -p["mean_flops"]))
-    full = [r for r in cmp["at_budget"] if r["budget"] == 1.1]
+    full = [r for r in cmp["at_budget"] if r["budget"] == 1.1 and r["policy"] == "max_probability"]
     assert {r["threshold"] for r in full} == {best["threshold"]} and len(full) == 2
     assert "**At equal mean FLOPs**" in proc.stdout
     assert (tmp_path / "cmp" / "comparison.png").exists()

@@ -365,11 +365,15 @@ def summary(
 ) -> None:
     """Print the evaluation of one or more runs as Markdown tables (for docs and notes)."""
     for run_dir in run_dirs:
-        path = run_dir / "evaluation.json"
-        if not path.exists():
-            err.print(f"[red]{path} does not exist: run `exitwise evaluate {run_dir}` first[/red]")
-            raise typer.Exit(2)
-        print(_markdown(json.loads(path.read_text())))
+        print(_markdown(_read_evaluation(run_dir)))
+
+
+def _read_evaluation(run_dir: Path) -> dict:
+    path = run_dir / "evaluation.json"
+    if not path.exists():
+        err.print(f"[red]{path} does not exist: run `exitwise evaluate {run_dir}` first[/red]")
+        raise typer.Exit(2)
+    return json.loads(path.read_text())
 
 
 @app.command()
@@ -407,21 +411,14 @@ def compare(
     from exitwise.report import write_comparison
     from exitwise.report.compare import comparison_markdown
 
-    def load(run_dir: Path) -> dict:
-        path = run_dir / "evaluation.json"
-        if not path.exists():
-            err.print(f"[red]{path} does not exist: run `exitwise evaluate {run_dir}` first[/red]")
-            raise typer.Exit(2)
-        return json.loads(path.read_text())
-
     runs = {}
     for d in run_dirs:
         name = d.resolve().name
         if name in runs:
             err.print(f"[red]two runs are named {name}: give directories with distinct names[/red]")
             raise typer.Exit(2)
-        runs[name] = load(d)
-    ref = (reference.resolve().name, load(reference)) if reference is not None else None
+        runs[name] = _read_evaluation(d)
+    ref = (reference.resolve().name, _read_evaluation(reference)) if reference else None
     try:
         result = compare_runs(runs, budget or (0.2, 0.3, 0.4, 0.5), ref, tolerance, goal_fraction)
     except CompareError as e:
