@@ -109,12 +109,14 @@ def compare_runs(
         raise CompareError(f"tolerance is a fraction in [0, 1) (0.005 = 0.5 pt), got {tolerance}")
     ref_name, ref_ev = reference if reference is not None else next(iter(runs.items()))
     ref = _reference(ref_ev, ref_name)
-    datasets = {name: ev["dataset"]["name"] for name, ev in [*runs.items(), (ref_name, ref_ev)]}
-    sizes = {name: ev["dataset"]["num_samples"] for name, ev in [*runs.items(), (ref_name, ref_ev)]}
-    if len(set(datasets.values())) > 1 or len(set(sizes.values())) > 1:
+    test_sets = {
+        name: (ev["dataset"]["name"], ev["dataset"]["num_samples"])
+        for name, ev in [*runs.items(), (ref_name, ref_ev)]
+    }
+    if len(set(test_sets.values())) > 1:
         raise CompareError(
             "runs were evaluated on different test sets: "
-            + ", ".join(f"{n}: {datasets[n]} ({sizes[n]} images)" for n in datasets)
+            + ", ".join(f"{n}: {d} ({k} images)" for n, (d, k) in test_sets.items())
         )
     ref_flops = float(ref["flops"])
     at_budget: list[dict] = []
@@ -172,7 +174,7 @@ def compare_runs(
         "tolerance": tolerance,
         "goal_fraction": goal_fraction,
         "budgets": list(budgets),
-        "dataset": {"name": ref_ev["dataset"]["name"], "num_samples": sizes[ref_name]},
+        "dataset": {"name": test_sets[ref_name][0], "num_samples": test_sets[ref_name][1]},
         "at_budget": at_budget,
         "goal": goal,
         "runs": {
