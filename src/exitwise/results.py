@@ -207,7 +207,9 @@ class _Result:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ResultError(f"{path} is not valid JSON ({e}): write it again with `{cls.REDO}`")
+            raise ResultError(
+                f"{path} is not valid JSON ({e}): write it again with `{cls.REDO}`"
+            ) from None
         try:
             return cls.from_json(data)
         except ResultError as e:
