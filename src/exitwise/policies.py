@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from exitwise.nets.multi_exit import ExitOutput
+from exitwise.registry import Registry
 
 __all__ = [
     "ExitDecision",
@@ -28,6 +29,9 @@ __all__ = [
     "LearnedConfidence",
     "Capped",
     "final_decision",
+    "PolicyFamily",
+    "POLICIES",
+    "default_thresholds",
 ]
 
 
@@ -196,3 +200,64 @@ class Capped(ExitPolicy):
 
     def __repr__(self) -> str:
         return f"Capped({self.policy!r}, max_exit={self.max_exit})"
+
+
+# ------------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class PolicyFamily:
+    """An exit rule with one free threshold: how to build it and which thresholds to sweep.
+
+    Attributes:
+        name: the registry name (``eval.policies`` in a run config).
+        label: what the threshold means, for reports.
+        make: ``make(t)`` builds the rule at threshold ``t``.
+        thresholds: the grid swept by the efficiency study.
+        needs_confidence: True when the rule reads learned exit confidences (EENets exits).
+    """
+
+    name: str
+    label: str
+    make: Callable[[float], ExitPolicy]
+    thresholds: tuple[float, ...]
+    needs_confidence: bool = False
+
+
+def default_thresholds() -> list[float]:
+    """A grid for max-probability thresholds: dense near 1, where the decisions change most."""
+    grid = [i / 20 for i in range(0, 20)] + [0.96, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
+    return grid + [0.9995, 0.9999, 0.99999, 1.0, 1.01]
+
+
+def _entropy_normalized(t: float) -> Entropy:
+    return Entropy(t, normalized=True)
+
+
+POLICIES: Registry[PolicyFamily] = Registry("exit policy")
+"""The exit rules a run can sweep, by name (``exitwise info`` lists them)."""
+
+for _family in (
+    PolicyFamily(
+        "max_probability",
+        "max softmax probability >= t",
+        MaxProbability,
+        tuple(default_thresholds()),
+    ),
+    PolicyFamily(
+        "entropy",
+        "normalised entropy <= t",
+        _entropy_normalized,
+        (0.0, 1e-4, 1e-3, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0),
+    ),
+    PolicyFamily(
+        "learned_confidence",
+        "learned exit confidence >= t (EENets; t = 0.5 by default)",
+        LearnedConfidence,
+        (0.0, 0.005, 0.01, 0.02, 0.03)
+        + tuple(i / 20 for i in range(1, 21))
+        + (0.98, 0.99, 0.995, 0.999, 0.9999, 1.0, 1.01),
+        needs_confidence=True,
+    ),
+):
+    POLICIES.register(_family.name, _family)

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from exitwise.cost import CostAccount
 from exitwise.nets.multi_exit import ExitOutput, MultiExitNet, as_exit_output
-from exitwise.policies import ExitPolicy, final_decision
+from exitwise.policies import ExitPolicy, default_thresholds, final_decision
+from exitwise.results import OperatingPoint
 
 __all__ = [
     "ExitResults",
@@ -209,27 +210,6 @@ def simulate(outputs: Sequence[ExitOutput], policy: ExitPolicy, costs: CostAccou
     return ExitResults(pred, exit_idx, conf, flops, costs.num_exits)
 
 
-@dataclass(frozen=True)
-class OperatingPoint:
-    """One point of the accuracy-versus-FLOPs curve."""
-
-    threshold: float
-    accuracy: float
-    mean_flops: float
-    flops_fraction: float  # mean FLOPs / plain backbone FLOPs
-    exit_shares: tuple[float, ...]
-
-    def to_dict(self) -> dict:
-        return {
-            "threshold": self.threshold,
-            "accuracy": self.accuracy,
-            "mean_flops": self.mean_flops,
-            "mean_macs": self.mean_flops / 2,
-            "flops_fraction": self.flops_fraction,
-            "exit_shares": list(self.exit_shares),
-        }
-
-
 def _point(
     threshold: float, res: ExitResults, labels: Tensor, costs: CostAccount
 ) -> OperatingPoint:
@@ -240,12 +220,6 @@ def _point(
         res.mean_flops / costs.backbone_flops,
         tuple(res.exit_shares),
     )
-
-
-def default_thresholds() -> list[float]:
-    """A grid for max-probability thresholds: dense near 1, where the decisions change most."""
-    grid = [i / 20 for i in range(0, 20)] + [0.96, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
-    return grid + [0.9995, 0.9999, 0.99999, 1.0, 1.01]
 
 
 def sweep(
