@@ -1,6 +1,6 @@
 """Comparing runs at equal mean FLOPs: points chosen on validation, reported on test."""
 
-import json
+import dataclasses
 
 import pytest
 
@@ -10,39 +10,50 @@ from exitwise.experiments.compare import (
     pick_within_budget,
     pick_within_tolerance,
 )
-from exitwise.report.compare import comparison_markdown, write_comparison
+from exitwise.results import (
+    BackboneResult,
+    ComparisonResult,
+    CostSummary,
+    DatasetInfo,
+    EfficiencyResult,
+    ExitResult,
+    ModelInfo,
+    OperatingPoint,
+    OracleResult,
+    PolicyResult,
+    ReferenceInfo,
+)
 
-BB = 1000.0  # backbone FLOPs of every hand-made evaluation
+BB = 1000  # backbone FLOPs of every hand-made evaluation
 
 
 def pt(t, acc, flops, shares=(0.5, 0.5)):
-    return {
-        "threshold": t,
-        "accuracy": acc,
-        "mean_flops": flops,
-        "flops_fraction": flops / BB,
-        "exit_shares": list(shares),
-    }
+    return OperatingPoint(t, acc, flops, flops / BB, tuple(shares))
 
 
 def evaluation(val, test, final=(0.96, 0.95), name="ds", n=100, bb=BB):
     """final = (val accuracy, test accuracy) of the final exit."""
-    return {
-        "title": "t",
-        "dataset": {"name": name, "num_samples": n},
-        "exits": [
-            {"accuracy": 0.8, "path_flops": 0.25 * bb},
-            {"accuracy": final[1], "path_flops": bb},
+    return EfficiencyResult(
+        title="t",
+        dataset=DatasetInfo(name, n, 10),
+        model=ModelInfo("m", "resnet", 2, ["layer1", "final classifier"], 1),
+        costs=CostSummary(
+            [3, 8, 8],
+            [bb // 4, bb - bb // 4],
+            [0, 0],
+            [bb // 4, bb],
+            [bb // 8, bb // 2],
+            bb,
+            bb // 2,
+        ),
+        exits=[
+            ExitResult(0, "layer1", 0.8, bb // 4, 0.25),
+            ExitResult(1, "final classifier", final[1], bb, 1.0),
         ],
-        "backbone": {"accuracy": final[1], "val_accuracy": final[0], "flops": bb},
-        "policies": {
-            "max_probability": {
-                "sweep": test,
-                "pareto": test,
-                "val_sweep": val,
-            }
-        },
-    }
+        backbone=BackboneResult(final[1], bb, final[0]),
+        oracle=OracleResult(1.0, bb / 2, 0.5, (0.5, 0.5)),
+        policies={"max_probability": PolicyResult("mp", test, test, val_sweep=val)},
+    )
 
 
 def plain(val_acc=0.97, test_acc=0.96):
@@ -51,10 +62,10 @@ def plain(val_acc=0.97, test_acc=0.96):
 
 def test_pick_within_budget_and_tolerance():
     points = [pt(0.1, 0.90, 200), pt(0.5, 0.95, 300), pt(0.9, 0.95, 280), pt(1.0, 0.97, 600)]
-    assert pick_within_budget(points, 300)["threshold"] == 0.9  # same accuracy: cheaper
-    assert pick_within_budget(points, 250)["threshold"] == 0.1
+    assert pick_within_budget(points, 300).threshold == 0.9  # same accuracy: cheaper
+    assert pick_within_budget(points, 250).threshold == 0.1
     assert pick_within_budget(points, 100) is None
-    assert pick_within_tolerance(points, 0.95)["threshold"] == 0.9
+    assert pick_within_tolerance(points, 0.95).threshold == 0.9
     assert pick_within_tolerance(points, 0.99) is None
 
 
@@ -63,11 +74,11 @@ def test_thresholds_are_chosen_on_validation_and_reported_on_test():
     val = [pt(0.5, 0.96, 290), pt(0.9, 0.93, 250), pt(1.0, 0.97, 900)]
     test = [pt(0.5, 0.94, 310), pt(0.9, 0.955, 260), pt(1.0, 0.96, 920)]
     cmp = compare_runs({"a": evaluation(val, test)}, budgets=[0.3], reference=("p", plain()))
-    (row,) = cmp["at_budget"]
-    assert row["threshold"] == 0.5
-    assert row["accuracy"] == 0.94 and row["flops_fraction"] == pytest.approx(0.31)
-    assert row["delta_vs_reference"] == pytest.approx(0.94 - 0.96)
-    assert cmp["reference"] == {"run": "p", "accuracy": 0.96, "val_accuracy": 0.97, "flops": BB}
+    (row,) = cmp.at_budget
+    assert row.threshold == 0.5
+    assert row.accuracy == 0.94 and row.flops_fraction == pytest.approx(0.31)
+    assert row.delta_vs_reference == pytest.approx(0.94 - 0.96)
+    assert cmp.reference == ReferenceInfo("p", 0.96, 0.97, BB)
 
 
 def test_equal_flops_comparison_of_two_runs_and_the_goal():
@@ -82,17 +93,15 @@ def test_equal_flops_comparison_of_two_runs_and_the_goal():
         tolerance=0.005,
         goal_fraction=0.3,
     )
-    by = {(r["run"], r["budget"]): r for r in cmp["at_budget"]}
-    assert by["a", 0.3]["accuracy"] == 0.958 and by["b", 0.3]["accuracy"] == 0.91
-    assert by["b", 0.5]["threshold"] == 0.8
-    goal = {r["run"]: r for r in cmp["goal"]}
+    by = {(r.run, r.budget): r for r in cmp.at_budget}
+    assert by["a", 0.3].accuracy == 0.958 and by["b", 0.3].accuracy == 0.91
+    assert by["b", 0.5].threshold == 0.8
+    goal = {r.run: r for r in cmp.goal}
     # a: val 0.965 >= 0.97 - 0.005 at 28%; test 0.958 is within 0.5 pt of 0.96 at 29%: met
-    assert goal["a"]["threshold"] == 0.5 and goal["a"]["met"] is True
+    assert goal["a"].threshold == 0.5 and goal["a"].met is True
     # b: the cheapest good-enough threshold costs 44% on test: not met
-    assert goal["b"]["threshold"] == 0.8 and goal["b"]["met"] is False
-    md = comparison_markdown(cmp)
-    assert "| 30% | a | max_probability | 0.5 | 95.80% | -0.20 pt | 29.0% |" in md
-    assert "| b | max_probability | 0.8 | 95.70% | -0.30 pt | 44.0% | 50% / 50% | not met |" in md
+    assert goal["b"].threshold == 0.8 and goal["b"].met is False
+    assert ComparisonResult.from_json(cmp.to_json()) == cmp
 
 
 def test_fractions_are_taken_against_the_reference_backbone():
@@ -100,26 +109,35 @@ def test_fractions_are_taken_against_the_reference_backbone():
     # own backbone but 28% of the reference's, and the budgets are the reference's.
     ev = evaluation([pt(0.5, 0.96, 280)], [pt(0.5, 0.95, 280)], bb=2 * BB)
     cmp = compare_runs({"big": ev}, budgets=[0.2, 0.3], reference=("p", plain()))
-    rows = {r["budget"]: r for r in cmp["at_budget"]}
-    assert rows[0.2]["threshold"] is None and "28.0%" in rows[0.2]["note"]
-    assert rows[0.3]["flops_fraction"] == pytest.approx(0.28)
-    assert cmp["runs"]["big"]["exits"][1]["flops_fraction"] == pytest.approx(2.0)
+    rows = {r.budget: r for r in cmp.at_budget}
+    assert rows[0.2].threshold is None and "28.0%" in rows[0.2].note
+    assert rows[0.3].flops_fraction == pytest.approx(0.28)
+    assert cmp.runs["big"].exits[1].flops_fraction == pytest.approx(2.0)
 
 
 def test_without_reference_the_first_run_is_the_reference():
     ev = evaluation([pt(0.5, 0.96, 280)], [pt(0.5, 0.95, 280)], final=(0.97, 0.955))
     cmp = compare_runs({"a": ev}, budgets=[0.3])
-    assert cmp["reference"]["run"] == "a" and cmp["reference"]["accuracy"] == 0.955
-    assert cmp["goal"][0]["threshold"] is None and "best 96.00%" in cmp["goal"][0]["note"]
+    assert cmp.reference.run == "a" and cmp.reference.accuracy == 0.955
+    assert cmp.goal[0].threshold is None and "best 96.00%" in cmp.goal[0].note
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda ev: ev["policies"]["max_probability"].pop("val_sweep"), "no validation sweep"),
-        (lambda ev: ev["backbone"].update(val_accuracy=None), "no validation accuracy"),
-        (lambda ev: ev["dataset"].update(name="other"), "different test sets"),
-        (lambda ev: ev["dataset"].update(num_samples=7), "different test sets"),
+        (lambda ev: ev.policies["max_probability"].val_sweep.clear(), "no validation sweep"),
+        (
+            lambda ev: setattr(ev, "backbone", dataclasses.replace(ev.backbone, val_accuracy=None)),
+            "no validation accuracy",
+        ),
+        (
+            lambda ev: setattr(ev, "dataset", dataclasses.replace(ev.dataset, name="other")),
+            "different test sets",
+        ),
+        (
+            lambda ev: setattr(ev, "dataset", dataclasses.replace(ev.dataset, num_samples=7)),
+            "different test sets",
+        ),
     ],
 )
 def test_incomparable_evaluations_are_refused(change, message):
@@ -137,15 +155,3 @@ def test_bad_settings_are_refused():
         compare_runs({"a": ev}, tolerance=5)
     with pytest.raises(CompareError, match="no runs"):
         compare_runs({})
-
-
-def test_write_comparison_files(tmp_path):
-    val = [pt(0.5, 0.96, 290), pt(1.0, 0.97, 900)]
-    test = [pt(0.5, 0.94, 310), pt(1.0, 0.96, 920)]
-    cmp = compare_runs({"a": evaluation(val, test)}, budgets=[0.3, 0.4], reference=("p", plain()),
-                       goal_fraction=0.3)
-    paths = write_comparison(cmp, tmp_path / "out")
-    assert sorted(p.name for p in paths) == ["comparison.json", "comparison.md", "comparison.png"]
-    assert json.loads((tmp_path / "out" / "comparison.json").read_text()) == cmp
-    assert (tmp_path / "out" / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list((tmp_path / "out").glob(".*tmp"))

@@ -1,5 +1,5 @@
-"""Studies: each runner returns plain dictionaries (JSON-ready tables) for the report."""
+"""Studies (floor 5): each runner returns a typed result from :mod:`exitwise.results`."""
 
-from exitwise.experiments.efficiency import POLICY_FAMILIES, choose_threshold, efficiency_study
+from exitwise.experiments.efficiency import choose_threshold, efficiency_study
 
-__all__ = ["POLICY_FAMILIES", "choose_threshold", "efficiency_study"]
+__all__ = ["choose_threshold", "efficiency_study"]

@@ -21,7 +21,17 @@ or else the first run's), so runs on different backbones share one axis.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+
+from exitwise.results import (
+    ComparedPoint,
+    ComparisonResult,
+    CurvePoint,
+    EfficiencyResult,
+    OperatingPoint,
+    PolicyResult,
+    ReferenceInfo,
+    RunCurves,
+)
 
 __all__ = ["CompareError", "compare_runs", "pick_within_budget", "pick_within_tolerance"]
 
@@ -30,69 +40,93 @@ class CompareError(ValueError):
     """The evaluations cannot be compared (missing validation sweeps, other dataset, ...)."""
 
 
-def pick_within_budget(points: Sequence[Mapping], max_flops: float) -> Mapping | None:
+def pick_within_budget(points: Sequence[OperatingPoint], max_flops: float) -> OperatingPoint | None:
     """The most accurate point with ``mean_flops <= max_flops`` (cheaper wins ties); None if
     no point fits."""
-    fit = [p for p in points if p["mean_flops"] <= max_flops]
+    fit = [p for p in points if p.mean_flops <= max_flops]
     if not fit:
         return None
-    return max(fit, key=lambda p: (p["accuracy"], -p["mean_flops"]))
+    return max(fit, key=lambda p: (p.accuracy, -p.mean_flops))
 
 
-def pick_within_tolerance(points: Sequence[Mapping], min_accuracy: float) -> Mapping | None:
+def pick_within_tolerance(
+    points: Sequence[OperatingPoint], min_accuracy: float
+) -> OperatingPoint | None:
     """The cheapest point with ``accuracy >= min_accuracy`` (more accurate wins ties); None if
     no point reaches it."""
-    ok = [p for p in points if p["accuracy"] >= min_accuracy]
+    ok = [p for p in points if p.accuracy >= min_accuracy]
     if not ok:
         return None
-    return min(ok, key=lambda p: (p["mean_flops"], -p["accuracy"]))
+    return min(ok, key=lambda p: (p.mean_flops, -p.accuracy))
 
 
-def _test_point(policy: Mapping, threshold: float) -> Mapping:
-    for p in policy["sweep"]:
-        if p["threshold"] == threshold:
+def _test_point(policy: PolicyResult, threshold: float) -> OperatingPoint:
+    for p in policy.sweep:
+        if p.threshold == threshold:
             return p
     raise CompareError(f"threshold {threshold} is in the validation sweep but not the test sweep")
 
 
-def _row(run: str, policy: str, val: Mapping, test: Mapping, ref: Mapping, ref_flops: float):
-    return {
-        "run": run,
-        "policy": policy,
-        "threshold": val["threshold"],
-        "val_accuracy": val["accuracy"],
-        "val_flops_fraction": val["mean_flops"] / ref_flops,
-        "accuracy": test["accuracy"],
-        "mean_flops": test["mean_flops"],
-        "flops_fraction": test["mean_flops"] / ref_flops,
-        "delta_vs_reference": test["accuracy"] - ref["accuracy"],
-        "exit_shares": list(test["exit_shares"]),
-    }
+def _row(
+    run: str,
+    policy: str,
+    val: OperatingPoint,
+    test: OperatingPoint,
+    ref: ReferenceInfo,
+    budget: float | None = None,
+    goal_fraction: float | None = None,
+    tolerance: float = 0.0,
+) -> ComparedPoint:
+    delta = test.accuracy - ref.accuracy
+    fraction = test.mean_flops / ref.flops
+    met = None
+    if budget is None and goal_fraction is not None:
+        met = bool(delta >= -tolerance - 1e-12 and fraction <= goal_fraction)
+    return ComparedPoint(
+        run=run,
+        policy=policy,
+        threshold=val.threshold,
+        budget=budget,
+        val_accuracy=val.accuracy,
+        val_flops_fraction=val.mean_flops / ref.flops,
+        accuracy=test.accuracy,
+        mean_flops=test.mean_flops,
+        flops_fraction=fraction,
+        delta_vs_reference=delta,
+        exit_shares=tuple(test.exit_shares),
+        met=met,
+    )
 
 
-def _reference(ev: Mapping, name: str) -> dict[str, Any]:
-    bb = ev["backbone"]
-    if bb.get("val_accuracy") is None:
+def _reference(ev: EfficiencyResult, name: str) -> ReferenceInfo:
+    bb = ev.backbone
+    if bb.val_accuracy is None:
         raise CompareError(
-            f"{name}: evaluation.json has no validation accuracy (written by an older exitwise "
-            f"or without a validation split): run `exitwise evaluate` on it again"
+            f"{name}: evaluation.json has no validation accuracy (evaluated without a "
+            f"validation split): run `exitwise evaluate` on it again"
         )
-    return {
-        "run": name,
-        "accuracy": bb["accuracy"],
-        "val_accuracy": bb["val_accuracy"],
-        "flops": bb["flops"],
-    }
+    return ReferenceInfo(name, bb.accuracy, bb.val_accuracy, bb.flops)
+
+
+def _curves(ev: EfficiencyResult, ref_flops: float) -> RunCurves:
+    return RunCurves(
+        title=ev.title,
+        exits=[CurvePoint(e.accuracy, e.path_flops / ref_flops) for e in ev.exits],
+        pareto={
+            name: [CurvePoint(p.accuracy, p.mean_flops / ref_flops) for p in pol.pareto]
+            for name, pol in ev.policies.items()
+        },
+    )
 
 
 def compare_runs(
-    runs: Mapping[str, Mapping],
+    runs: Mapping[str, EfficiencyResult],
     budgets: Sequence[float] = (0.2, 0.3, 0.4, 0.5),
-    reference: tuple[str, Mapping] | None = None,
+    reference: tuple[str, EfficiencyResult] | None = None,
     tolerance: float = 0.005,
     goal_fraction: float | None = None,
-) -> dict[str, Any]:
-    """Compare the evaluations ``runs`` (name -> evaluation dict) at equal mean FLOPs.
+) -> ComparisonResult:
+    """Compare the evaluations ``runs`` (name -> evaluation) at equal mean FLOPs.
 
     ``reference`` is ``(name, evaluation)`` of the plain network (its final exit is the
     reference accuracy); without one, the first run's final exit is the reference.
@@ -110,7 +144,7 @@ def compare_runs(
     ref_name, ref_ev = reference if reference is not None else next(iter(runs.items()))
     ref = _reference(ref_ev, ref_name)
     test_sets = {
-        name: (ev["dataset"]["name"], ev["dataset"]["num_samples"])
+        name: (ev.dataset.name, ev.dataset.num_samples)
         for name, ev in [*runs.items(), (ref_name, ref_ev)]
     }
     if len(set(test_sets.values())) > 1:
@@ -118,83 +152,55 @@ def compare_runs(
             "runs were evaluated on different test sets: "
             + ", ".join(f"{n}: {d} ({k} images)" for n, (d, k) in test_sets.items())
         )
-    ref_flops = float(ref["flops"])
-    at_budget: list[dict] = []
-    goal: list[dict] = []
+    ref_flops = float(ref.flops)
+    at_budget: list[ComparedPoint] = []
+    goal: list[ComparedPoint] = []
     for name, ev in runs.items():
         _reference(ev, name)  # same check: the run needs validation numbers
-        for pol_name, pol in ev["policies"].items():
-            if not pol.get("val_sweep"):
+        for pol_name, pol in ev.policies.items():
+            val_points = pol.val_sweep
+            if not val_points:
                 raise CompareError(
                     f"{name}: policy {pol_name} has no validation sweep in evaluation.json: run "
                     f"`exitwise evaluate` on it again"
                 )
-            val_points = pol["val_sweep"]
             for budget in budgets:
                 val = pick_within_budget(val_points, budget * ref_flops)
                 if val is None:
-                    cheapest = min(p["mean_flops"] for p in val_points) / ref_flops
-                    at_budget.append(
-                        {
-                            "run": name,
-                            "policy": pol_name,
-                            "budget": budget,
-                            "threshold": None,
-                            "note": f"cheapest point costs {100 * cheapest:.1f}% of the FLOPs",
-                        }
-                    )
+                    cheapest = min(p.mean_flops for p in val_points) / ref_flops
+                    note = f"cheapest point costs {100 * cheapest:.1f}% of the FLOPs"
+                    at_budget.append(ComparedPoint(name, pol_name, None, budget, note=note))
                     continue
-                row = _row(name, pol_name, val, _test_point(pol, val["threshold"]), ref, ref_flops)
-                at_budget.append({"budget": budget, **row})
-            val = pick_within_tolerance(val_points, ref["val_accuracy"] - tolerance)
+                test = _test_point(pol, val.threshold)
+                at_budget.append(_row(name, pol_name, val, test, ref, budget=budget))
+            val = pick_within_tolerance(val_points, ref.val_accuracy - tolerance)
             if val is None:
-                best = max(p["accuracy"] for p in val_points)
-                goal.append(
-                    {
-                        "run": name,
-                        "policy": pol_name,
-                        "threshold": None,
-                        "note": f"no threshold reaches it on validation (best {100 * best:.2f}%)",
-                        "met": False if goal_fraction is not None else None,
-                    }
-                )
+                best = max(p.accuracy for p in val_points)
+                note = f"no threshold reaches it on validation (best {100 * best:.2f}%)"
+                met = False if goal_fraction is not None else None
+                goal.append(ComparedPoint(name, pol_name, None, met=met, note=note))
                 continue
-            row = _row(name, pol_name, val, _test_point(pol, val["threshold"]), ref, ref_flops)
-            row["met"] = (
-                None
-                if goal_fraction is None
-                else bool(
-                    row["delta_vs_reference"] >= -tolerance - 1e-12
-                    and row["flops_fraction"] <= goal_fraction
+            test = _test_point(pol, val.threshold)
+            goal.append(
+                _row(
+                    name,
+                    pol_name,
+                    val,
+                    test,
+                    ref,
+                    goal_fraction=goal_fraction,
+                    tolerance=tolerance,
                 )
             )
-            goal.append(row)
-    return {
-        "reference": ref,
-        "tolerance": tolerance,
-        "goal_fraction": goal_fraction,
-        "budgets": list(budgets),
-        "dataset": {"name": test_sets[ref_name][0], "num_samples": test_sets[ref_name][1]},
-        "at_budget": at_budget,
-        "goal": goal,
-        "runs": {
-            name: {
-                "title": ev.get("title"),
-                "exits": [
-                    {
-                        "accuracy": e["accuracy"],
-                        "flops_fraction": e["path_flops"] / ref_flops,
-                    }
-                    for e in ev["exits"]
-                ],
-                "pareto": {
-                    pol_name: [
-                        {"accuracy": p["accuracy"], "flops_fraction": p["mean_flops"] / ref_flops}
-                        for p in pol["pareto"]
-                    ]
-                    for pol_name, pol in ev["policies"].items()
-                },
-            }
-            for name, ev in runs.items()
-        },
-    }
+    dataset, num_samples = test_sets[ref_name]
+    return ComparisonResult(
+        reference=ref,
+        tolerance=tolerance,
+        goal_fraction=goal_fraction,
+        budgets=list(budgets),
+        dataset=dataset,
+        num_samples=num_samples,
+        at_budget=at_budget,
+        goal=goal,
+        runs={name: _curves(ev, ref_flops) for name, ev in runs.items()},
+    )

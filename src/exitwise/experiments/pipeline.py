@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from exitwise.atomic import write_json
 from exitwise.config import RunConfig
 from exitwise.data import DatasetSplits, load_dataset
 from exitwise.experiments.efficiency import efficiency_study
 from exitwise.nets import MultiExitNet, build_multi_exit, build_preset
+from exitwise.results import EfficiencyResult, TrainingInfo
 from exitwise.training import TrainResult, load_model, train
 
 __all__ = ["load_data", "build_model", "train_run", "evaluate_run", "write_json", "machine"]
@@ -23,11 +23,10 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} logical CPUs, {platform.system()}"
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+def _recorded(history: list[dict[str, Any]], key: str) -> Any:
+    """The one value of ``key`` over the epoch records, the sorted distinct values, or None."""
+    values = sorted({r[key] for r in history if r.get(key) is not None})
+    return values[0] if len(values) == 1 else (values or None)
 
 
 def load_data(cfg: RunConfig) -> DatasetSplits:
@@ -78,11 +77,11 @@ def evaluate_run(
     data: DatasetSplits | None = None,
     progress: Callable[[int], None] | None = None,
     command: str | None = None,
-) -> tuple[dict[str, Any], Path]:
+) -> tuple[EfficiencyResult, Path]:
     """Evaluate the model saved in ``run_dir``; write ``evaluation.json`` and the report there.
 
     Returns:
-        The evaluation dictionary and the path of ``report.html``.
+        The evaluation and the path of ``report.html``.
     """
     from exitwise.report import write_report
 
@@ -100,19 +99,18 @@ def evaluate_run(
         model_name=name,
     )
     history = loaded.meta.get("history") or []
-    # Threads as recorded by each training epoch (a resumed run may have changed them); runs
-    # trained before epochs recorded them say None rather than this evaluation's setting.
-    threads = sorted({r["threads"] for r in history if r.get("threads")})
-    evaluation["training"] = {
-        "seconds": loaded.meta.get("train_seconds", 0.0),
-        "epochs": len(history),
-        "device": "cpu",
-        "machine": machine(),
-        "threads": threads[0] if len(threads) == 1 else (threads or None),
-        "history": history,
-    }
-    if command:
-        evaluation["command"] = command
-    write_json(run_dir / "evaluation.json", evaluation)
+    # Threads, device and precision as recorded by each training epoch (a resumed run may have
+    # changed them); runs trained before epochs recorded them say None, not this command's.
+    evaluation.training = TrainingInfo(
+        seconds=float(loaded.meta.get("train_seconds", 0.0)),
+        epochs=len(history),
+        device=_recorded(history, "device"),
+        machine=machine(),
+        threads=_recorded(history, "threads"),
+        precision=_recorded(history, "precision"),
+        history=history,
+    )
+    evaluation.command = command
+    evaluation.save(run_dir / "evaluation.json")
     report = write_report(evaluation, run_dir)
     return evaluation, report
