@@ -12,21 +12,37 @@ stopped.
 
 from __future__ import annotations
 
-import json
+import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from exitwise.experiments.pipeline import write_json
 from exitwise.nets import MultiExitNet
 from exitwise.policies import Capped, ExitPolicy
+from exitwise.results import (
+    DisturbanceResult,
+    DisturbanceSpec,
+    ResultError,
+    RobustnessConfig,
+    RobustnessResult,
+    RoutedPoint,
+    SlowdownPoint,
+    SlowdownRow,
+)
 from exitwise.routing import collect_outputs, simulate
 
-__all__ = ["Disturbance", "default_disturbances", "perturb", "robustness_study", "slowdown_summary"]
+__all__ = [
+    "Disturbance",
+    "default_disturbances",
+    "model_fingerprint",
+    "perturb",
+    "robustness_study",
+    "slowdown_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -65,7 +81,7 @@ def default_disturbances(quick: bool = False) -> list[Disturbance]:
         values = list(values)
         return tuple(values[:: max(len(values) // 4, 1)]) if quick else tuple(values)
 
-    eps = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
+    eps: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
     eps = eps[::2] if quick else eps
     return [
         Disturbance("gaussian_noise", grid(LEVEL_GRIDS["gaussian_noise"])),
@@ -103,6 +119,7 @@ def perturb(
     opts: dict[str, Any] = {"target": target}
     if target == "routed":
         opts["threshold"] = policy_threshold
+    atk: A.Attack
     if d.name == "fgsm":
         atk = A.FGSM(model, eps=level, **opts)
     elif d.name == "bim":
@@ -118,33 +135,61 @@ def perturb(
     return atk(x, y)
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of the model's weights and buffers: a saved study is only resumed for the
+    very same model."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _measure(
-    model: MultiExitNet, x: Tensor, y: Tensor, policies: dict[str, ExitPolicy], batch_size: int
-) -> dict[str, Any]:
+    model: MultiExitNet,
+    x: Tensor,
+    y: Tensor,
+    policies: dict[str, ExitPolicy],
+    batch_size: int,
+    d: Disturbance,
+    level: float,
+) -> DisturbanceResult:
     outputs, _ = collect_outputs(
         model, (x[i : i + batch_size] for i in range(0, len(x), batch_size))
     )
     costs = model.costs
-    row: dict[str, Any] = {
-        "exit_accuracy": [float((o.logits.argmax(1) == y).double().mean()) for o in outputs],
-        "backbone_accuracy": float((outputs[-1].logits.argmax(1) == y).double().mean()),
-        "backbone_flops": costs.backbone_flops,
-    }
+    exit_accuracy = [float((o.logits.argmax(1) == y).double().mean()) for o in outputs]
+    points = {}
     for name, policy in policies.items():
         res = simulate(outputs, policy, costs)  # == route(model, x, policy), tested
-        row[name] = {
-            "accuracy": res.accuracy(y),
-            "mean_flops": res.mean_flops,
-            "flops_fraction": res.mean_flops / costs.backbone_flops,
-            "exit_shares": res.exit_shares,
-        }
-    return row
+        points[name] = RoutedPoint(
+            res.accuracy(y),
+            res.mean_flops,
+            res.mean_flops / costs.backbone_flops,
+            tuple(res.exit_shares),
+        )
+    return DisturbanceResult(
+        disturbance=d.key,
+        name=d.name,
+        kind="attack" if d.kind == "attack" else "corruption",
+        level=float(level),
+        exit_accuracy=exit_accuracy,
+        backbone_accuracy=exit_accuracy[-1],
+        backbone_flops=costs.backbone_flops,
+        routed=points["routed"],
+        capped=points.get("capped"),
+    )
 
 
-@dataclass
-class StudyState:
-    config: dict[str, Any]
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+def _resumable(path: Path | None, config: RobustnessConfig) -> dict[str, DisturbanceResult]:
+    """The finished results saved at ``path`` if its whole configuration equals ``config``."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        saved = RobustnessResult.load(path)
+    except ResultError:
+        return {}  # another format or damaged: start afresh (it is overwritten as we go)
+    return dict(saved.results) if saved.config == config else {}
 
 
 def robustness_study(
@@ -158,44 +203,45 @@ def robustness_study(
     batch_size: int = 256,
     state_path: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+    dataset: str = "",
+) -> RobustnessResult:
     """Run every disturbance at every level; return (and save) the study's tables.
 
     Args:
-        model: the trained multi-exit network (put in eval mode).
+        model: the trained multi-exit network (run in eval mode).
         images, labels: the evaluation images in [0, 1] and their labels.
         policy: the exit rule whose routed accuracy and FLOPs are reported (``routed``).
         disturbances: what to apply (:func:`default_disturbances`).
         cap_exit: also report ``Capped(policy, cap_exit)`` (the slowdown defence) when given.
         seed: seeds corruptions and random starts (per disturbance and level).
-        state_path: JSON file holding finished results; the study resumes from it.
+        batch_size: images per forward pass (and per attack batch).
+        state_path: JSON file holding finished results; the study resumes from it when its whole
+            configuration (policy, cap, seed, samples, batch size, disturbances, model weights,
+            dataset) is the same, and starts afresh otherwise.
         progress: called with a label after each finished (disturbance, level).
+        dataset: the dataset's name, recorded with the configuration.
     """
-    model.eval()
     policies: dict[str, ExitPolicy] = {"routed": policy}
     if cap_exit is not None:
         policies["capped"] = Capped(policy, cap_exit)
-    config = {
-        "policy": repr(policy),
-        "cap_exit": cap_exit,
-        "seed": seed,
-        "num_samples": len(labels),
-        "disturbances": [asdict(d) for d in disturbances],
-    }
-    state = StudyState(config)
+    config = RobustnessConfig(
+        policy=repr(policy),
+        cap_exit=cap_exit,
+        seed=seed,
+        num_samples=len(labels),
+        batch_size=batch_size,
+        disturbances=[DisturbanceSpec(d.name, tuple(d.levels), d.target) for d in disturbances],
+        model=model_fingerprint(model),
+        dataset=dataset,
+    )
     path = Path(state_path) if state_path else None
-    if path is not None and path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("config", {}).get("policy") == config["policy"] and saved["config"].get(
-            "num_samples"
-        ) == len(labels):
-            state.results = saved.get("results", {})
+    study = RobustnessResult(config, _resumable(path, config))
     threshold = getattr(policy, "threshold", 0.9)
     threshold = threshold if isinstance(threshold, float) else 0.9
     for di, d in enumerate(disturbances):
         for li, level in enumerate(d.levels):
             key = f"{d.key}@{level:g}"
-            if key in state.results:
+            if key in study.results:
                 if progress is not None:
                     progress(key + " (resumed)")
                 continue
@@ -213,38 +259,37 @@ def robustness_study(
                     for i in range(0, len(images), batch_size)
                 ]
             )
-            row = _measure(model, x_dist.detach(), labels, policies, batch_size)
-            row.update({"disturbance": d.key, "name": d.name, "kind": d.kind, "level": level})
-            state.results[key] = row
+            study.results[key] = _measure(
+                model, x_dist.detach(), labels, policies, batch_size, d, level
+            )
             if path is not None:
-                write_json(path, {"config": state.config, "results": state.results})
+                study.save(path)
             if progress is not None:
                 progress(key)
-    out = {"config": state.config, "results": state.results}
-    out["slowdown"] = slowdown_summary(out)
-    return out
+    study.slowdown = slowdown_summary(study)
+    return study
 
 
-def slowdown_summary(study: dict[str, Any]) -> list[dict[str, Any]]:
+def _slowdown_point(clean: RoutedPoint, r: RoutedPoint) -> SlowdownPoint:
+    saving0 = 1 - clean.flops_fraction
+    saving = 1 - r.flops_fraction
+    erased = (saving0 - saving) / saving0 if saving0 > 0 else 0.0
+    return SlowdownPoint(r.accuracy, r.flops_fraction, saving, erased)
+
+
+def slowdown_summary(study: RobustnessResult) -> list[SlowdownRow]:
     """How much of the clean FLOPs saving each slowdown epsilon erases, with and without the cap."""
-    rows = [r for r in study["results"].values() if r["name"] == "slowdown"]
-    rows.sort(key=lambda r: r["level"])
-    clean = next((r for r in rows if r["level"] == 0), None)
+    rows = sorted(
+        (r for r in study.results.values() if r.name == "slowdown"), key=lambda r: r.level
+    )
+    clean = next((r for r in rows if r.level == 0), None)
     if clean is None:
         return []
-    out = []
-    for r in rows:
-        entry: dict[str, Any] = {"eps": r["level"]}
-        for name in ("routed", "capped"):
-            if name not in r:
-                continue
-            saving0 = 1 - clean[name]["flops_fraction"]
-            saving = 1 - r[name]["flops_fraction"]
-            entry[name] = {
-                "accuracy": r[name]["accuracy"],
-                "flops_fraction": r[name]["flops_fraction"],
-                "saving": saving,
-                "saving_erased": (saving0 - saving) / saving0 if saving0 > 0 else 0.0,
-            }
-        out.append(entry)
-    return out
+    return [
+        SlowdownRow(
+            r.level,
+            _slowdown_point(clean.routed, r.routed),
+            _slowdown_point(clean.capped, r.capped) if clean.capped and r.capped else None,
+        )
+        for r in rows
+    ]
