@@ -293,3 +293,124 @@ def slowdown_summary(study: RobustnessResult) -> list[SlowdownRow]:
         )
         for r in rows
     ]
+
+
+# ------------------------------------------------------------------------- the study of a run
+
+
+@dataclass
+class RobustnessPlan:
+    """A checked robustness study of a trained run, ready to run (see :func:`plan_robustness`).
+
+    Attributes:
+        run_dir: the trained run.
+        model: its network (eval mode).
+        policy: the routed model's exit rule.
+        threshold_source: where the threshold came from, for people.
+        disturbances: what is applied.
+        samples: how many test images (a seeded random subset).
+        cap_exit: the capped defence's exit.
+        seed: seeds the subset, the noise and random starts.
+        out_dir: ``run_dir/robustness``.
+    """
+
+    run_dir: Path
+    model: MultiExitNet
+    policy: ExitPolicy
+    threshold_source: str
+    disturbances: list[Disturbance]
+    samples: int
+    cap_exit: int
+    seed: int
+    out_dir: Path
+
+    @property
+    def total(self) -> int:
+        """(disturbance, level) pairs to measure."""
+        return sum(len(d.levels) for d in self.disturbances)
+
+
+def plan_robustness(
+    run_dir: str | Path,
+    samples: int = 500,
+    threshold: float | None = None,
+    cap_exit: int = 1,
+    quick: bool = False,
+    seed: int = 0,
+) -> RobustnessPlan:
+    """Check every option and file of a robustness study of ``run_dir`` before any data loads.
+
+    The max-probability threshold defaults to the one chosen on validation in the run's
+    ``evaluation.json``, else 0.9.
+
+    Raises:
+        InputError: a bad option or file, with a one-line message.
+    """
+    from exitwise.errors import InputError
+    from exitwise.policies import MaxProbability
+    from exitwise.results import EfficiencyResult
+    from exitwise.training import load_model
+
+    run_dir = Path(run_dir)
+    if samples < 1:
+        raise InputError(f"--samples must be a positive number of test images, got {samples}")
+    if threshold is not None and not 0 <= threshold <= 1.01:
+        raise InputError(f"--threshold is a max-probability in [0, 1], got {threshold}")
+    model = load_model(run_dir).model
+    if not 0 <= cap_exit < model.num_exits - 1:
+        raise InputError(
+            f"--cap-exit must be a side exit in 0..{model.num_exits - 2} of this "
+            f"{model.num_exits}-exit model, got {cap_exit}"
+        )
+    source = "given"
+    if threshold is None:
+        threshold, source = 0.9, "default 0.9 (no evaluation.json)"
+        ev_path = run_dir / "evaluation.json"
+        if ev_path.exists():
+            chosen = EfficiencyResult.load(ev_path).policies.get("max_probability")
+            if chosen is not None and chosen.chosen is not None:
+                threshold, source = chosen.chosen.threshold, "chosen on validation"
+    return RobustnessPlan(
+        run_dir=run_dir,
+        model=model,
+        policy=MaxProbability(threshold),
+        threshold_source=source,
+        disturbances=default_disturbances(quick),
+        samples=samples,
+        cap_exit=cap_exit,
+        seed=seed,
+        out_dir=run_dir / "robustness",
+    )
+
+
+def run_robustness(
+    plan: RobustnessPlan,
+    images: Tensor,
+    labels: Tensor,
+    dataset: str,
+    title: str,
+    command: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RobustnessResult:
+    """Run ``plan`` on a seeded subset of ``images`` (uint8 or float in [0, 1]) and save the
+    study as ``plan.out_dir/study.json`` (resumable)."""
+    g = torch.Generator().manual_seed(plan.seed)
+    idx = torch.randperm(len(labels), generator=g)[: min(plan.samples, len(labels))]
+    x = images[idx]
+    x = x.float() / 255 if not x.is_floating_point() else x.float()
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    study = robustness_study(
+        plan.model,
+        x,
+        labels[idx],
+        plan.policy,
+        plan.disturbances,
+        cap_exit=plan.cap_exit,
+        seed=plan.seed,
+        state_path=plan.out_dir / "study.json",
+        progress=progress,
+        dataset=dataset,
+    )
+    study.title, study.command = title, command
+    study.save(plan.out_dir / "study.json")
+    return study
