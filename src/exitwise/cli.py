@@ -154,32 +154,35 @@ def _evaluate(cfg, run_dir: Path, data, command: str):
     return evaluation
 
 
-def _summary(ev: dict) -> None:
-    bb = ev["costs"]["backbone_flops"]
-    table = Table(title=ev["title"])
+def _summary(ev) -> None:
+    """The evaluation's per-exit table and each rule's validation-chosen point, in the terminal."""
+    from exitwise.report.format import format_pct
+
+    bb = ev.costs.backbone_flops
+    table = Table(title=ev.title)
     for col in ("exit", "after", "accuracy", "MFLOPs to reach", "% of backbone"):
         table.add_column(col, justify="right")
-    for e in ev["exits"]:
+    for e in ev.exits:
         table.add_row(
-            str(e["exit"]),
-            e["block"],
-            f"{100 * e['accuracy']:.2f}%",
-            f"{e['path_flops'] / 1e6:.1f}",
-            f"{100 * e['path_flops'] / bb:.1f}%",
+            str(e.exit),
+            e.block,
+            format_pct(e.accuracy, 2),
+            f"{e.path_flops / 1e6:.1f}",
+            format_pct(e.path_flops / bb),
         )
     console.print(table)
-    for name, pol in ev["policies"].items():
-        ch = pol.get("chosen")
+    for name, pol in ev.policies.items():
+        ch = pol.chosen
         if ch:
+            shares = ", ".join(format_pct(s, 0) for s in ch.exit_shares)
             console.print(
-                f"{name}: threshold {ch['threshold']:g} (chosen on validation) -> test accuracy "
-                f"{100 * ch['accuracy']:.2f}% at {100 * ch['flops_fraction']:.1f}% of the "
-                f"backbone's "
-                f"FLOPs; exit shares {', '.join(f'{100 * s:.0f}%' for s in ch['exit_shares'])}"
+                f"{name}: threshold {ch.threshold:g} (chosen on validation) -> test accuracy "
+                f"{format_pct(ch.accuracy, 2)} at {format_pct(ch.flops_fraction)} of the "
+                f"backbone's FLOPs; exit shares {shares}"
             )
-    o = ev["oracle"]
+    o = ev.oracle
     console.print(
-        f"oracle: {100 * o['accuracy']:.2f}% at {100 * o['flops_fraction']:.1f}% of the FLOPs"
+        f"oracle: {format_pct(o.accuracy, 2)} at {format_pct(o.flops_fraction)} of the FLOPs"
     )
 
 
@@ -245,118 +248,31 @@ def robustness(
     FLOPs and exit shares, for the early-exit model and the backbone alone. Writes
     RUN_DIR/robustness/ (study.json, CSV, PNG, robustness.html); an interrupted study resumes.
     """
-    import torch
-
-    from exitwise.experiments.robustness import default_disturbances, robustness_study
-    from exitwise.policies import MaxProbability
-    from exitwise.report import write_robustness_report
-    from exitwise.training import load_model
+    from exitwise.experiments.robustness import plan_robustness, run_robustness
+    from exitwise.report import robustness_markdown, write_robustness_report
 
     cfg = _setup(None, None, run_dir)
-    if threshold is None:
-        threshold = 0.9
-        ev_path = run_dir / "evaluation.json"
-        if ev_path.exists():
-            chosen = json.loads(ev_path.read_text())["policies"].get("max_probability", {})
-            if chosen.get("chosen"):
-                threshold = float(chosen["chosen"]["threshold"])
-    model = load_model(run_dir).model
+    plan = plan_robustness(run_dir, samples, threshold, cap_exit, quick, seed)
     data = _load_data(cfg)
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data.test), generator=g)[: min(samples, len(data.test))]
-    x = data.test.images[idx].float() / 255
-    y = data.test.labels[idx]
-    disturbances = default_disturbances(quick)
-    total = sum(len(d.levels) for d in disturbances)
-    out = run_dir / "robustness"
-    out.mkdir(exist_ok=True)
-    policy = MaxProbability(threshold)
-    console.print(f"routed model: {policy!r}; defence: capped at exit {cap_exit}; {len(y)} images")
+    console.print(
+        f"routed model: {plan.policy!r} (threshold {plan.threshold_source}); defence: capped at "
+        f"exit {plan.cap_exit}; {min(plan.samples, len(data.test))} images"
+    )
+    name = cfg.model.preset or plan.model.config["backbone"]
     with _progress() as progress:
-        task = progress.add_task("robustness", total=total, info="")
-        study = robustness_study(
-            model,
-            x,
-            y,
-            policy,
-            disturbances,
-            cap_exit=cap_exit,
-            seed=seed,
-            state_path=out / "study.json",
+        task = progress.add_task("robustness", total=plan.total, info="")
+        study = run_robustness(
+            plan,
+            data.test.images,
+            data.test.labels,
+            data.name,
+            f"Robustness of {name} on {data.name}",
+            _command(),
             progress=lambda key: progress.update(task, advance=1, info=key),
         )
-    study.update(
-        {
-            "title": f"Robustness of {cfg.model.preset or model.config['backbone']} on {data.name}",
-            "dataset": data.name,
-            "command": _command(),
-        }
-    )
-    report = write_robustness_report(study, out)
-    for row in study["slowdown"]:
-        r, c = row["routed"], row.get("capped")
-        line = (
-            f"slowdown eps {255 * row['eps']:.0f}/255: FLOPs {100 * r['flops_fraction']:.0f}% "
-            f"of the backbone, saving erased {100 * r['saving_erased']:.0f}%, accuracy "
-            f"{100 * r['accuracy']:.1f}%"
-        )
-        if c:
-            line += (
-                f"; capped: FLOPs {100 * c['flops_fraction']:.0f}%, erased "
-                f"{100 * c['saving_erased']:.0f}%, accuracy {100 * c['accuracy']:.1f}%"
-            )
-        console.print(line)
+    report = write_robustness_report(study, plan.out_dir)
+    print(robustness_markdown(study))
     console.print(f"\n[bold green]robustness report:[/bold green] {report.resolve()}")
-
-
-def _markdown(ev: dict) -> str:
-    bb = ev["costs"]["backbone_flops"]
-    lines = [f"### {ev['title']}", ""]
-    tr = ev.get("training") or {}
-    if tr:
-        lines.append(
-            f"Trained {tr.get('epochs')} epochs in {tr.get('seconds', 0) / 60:.1f} min on "
-            f"{tr.get('device')} ({tr.get('machine')}"
-            + (f", {tr['threads']} threads)." if tr.get("threads") else ").")
-        )
-    if ev.get("command"):
-        lines.append(
-            f"Evaluated by `{ev['command']}` on {ev['dataset']['num_samples']} test images."
-        )
-    lines += [
-        "",
-        "| exit | after | test accuracy | MFLOPs to reach | MMACs | % of backbone |",
-        "|---:|---|---:|---:|---:|---:|",
-    ]
-    for e in ev["exits"]:
-        lines.append(
-            f"| {e['exit']} | {e['block']} | {100 * e['accuracy']:.2f}% | "
-            f"{e['path_flops'] / 1e6:.1f} | {e['path_flops'] / 2e6:.1f} | "
-            f"{100 * e['path_flops'] / bb:.1f}% |"
-        )
-    lines += [
-        "",
-        f"Plain backbone: {bb / 1e6:.1f} MFLOPs ({bb / 2e6:.1f} MMACs) per image.",
-        "",
-        "| policy | threshold (chosen on validation) | test accuracy | mean FLOPs, % of "
-        "backbone | exit shares |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for name, pol in ev["policies"].items():
-        for tag, pt in (("", pol.get("chosen")), (" (default 0.5)", pol.get("default"))):
-            if pt:
-                shares = " / ".join(f"{100 * x:.0f}%" for x in pt["exit_shares"])
-                lines.append(
-                    f"| {name}{tag} | {pt['threshold']:g} | {100 * pt['accuracy']:.2f}% |"
-                    f" {100 * pt['flops_fraction']:.1f}% | {shares} |"
-                )
-    o = ev["oracle"]
-    lines.append(
-        f"| oracle | - | {100 * o['accuracy']:.2f}% | {100 * o['flops_fraction']:.1f}% | "
-        + " / ".join(f"{100 * x:.0f}%" for x in o["exit_shares"])
-        + " |"
-    )
-    return "\n".join(lines) + "\n"
 
 
 @app.command()
@@ -364,16 +280,18 @@ def summary(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories with evaluation.json")],
 ) -> None:
     """Print the evaluation of one or more runs as Markdown tables (for docs and notes)."""
-    for run_dir in run_dirs:
-        print(_markdown(_read_evaluation(run_dir)))
+    from exitwise.report import efficiency_markdown
+
+    for ev in [_read_evaluation(d) for d in run_dirs]:  # every file is checked before printing
+        print(efficiency_markdown(ev))
 
 
-def _read_evaluation(run_dir: Path) -> dict:
-    path = run_dir / "evaluation.json"
-    if not path.exists():
-        err.print(f"[red]{path} does not exist: run `exitwise evaluate {run_dir}` first[/red]")
-        raise typer.Exit(2)
-    return json.loads(path.read_text())
+def _read_evaluation(run_dir: Path):
+    """The run's evaluation.json as an EfficiencyResult (ResultError, a one-line InputError,
+    when it is missing, old or damaged)."""
+    from exitwise.results import EfficiencyResult
+
+    return EfficiencyResult.load(run_dir / "evaluation.json")
 
 
 @app.command()
@@ -408,8 +326,7 @@ def compare(
     against a plain network. Thresholds are chosen on each run's validation split; test numbers
     are reported. Prints Markdown tables."""
     from exitwise.experiments.compare import CompareError, compare_runs
-    from exitwise.report import write_comparison
-    from exitwise.report.compare import comparison_markdown
+    from exitwise.report import comparison_markdown, write_comparison
 
     runs = {}
     for d in run_dirs:
@@ -448,8 +365,8 @@ def info(
 ) -> None:
     """List backbones, presets, exit heads, datasets, exit policies and loss-weight schedules."""
     from exitwise.data import DATASETS
-    from exitwise.experiments import POLICY_FAMILIES
     from exitwise.nets import BACKBONES, EXIT_HEADS, PRESETS, build_preset
+    from exitwise.policies import POLICIES
     from exitwise.training import LOSS_WEIGHTS
 
     for title, names in (
@@ -457,7 +374,7 @@ def info(
         ("presets", sorted(PRESETS)),
         ("exit heads", EXIT_HEADS.names()),
         ("datasets", DATASETS.names()),
-        ("exit policies", sorted(POLICY_FAMILIES)),
+        ("exit policies", POLICIES.names()),
         ("loss weights", LOSS_WEIGHTS.names()),
     ):
         console.print(f"[bold]{title}:[/bold] {', '.join(names)}")
