@@ -306,13 +306,17 @@ class CostSummary:
 
 
 @dataclass(frozen=True)
-class OracleResult:
-    """Each sample leaves at the first exit that classifies it correctly."""
+class RoutedPoint:
+    """A routed model on one set: an exit rule at one threshold, or the oracle (each sample
+    leaves at the first exit that classifies it correctly)."""
 
     accuracy: float
     mean_flops: float
     flops_fraction: float
     exit_shares: tuple[float, ...]
+
+
+OracleResult = RoutedPoint
 
 
 @dataclass
@@ -343,7 +347,7 @@ class EfficiencyResult(_Result):
     costs: CostSummary
     exits: list[ExitResult]
     backbone: BackboneResult
-    oracle: OracleResult
+    oracle: RoutedPoint
     policies: dict[str, PolicyResult]
     training: TrainingInfo | None = None
     command: str | None = None
@@ -355,16 +359,6 @@ class EfficiencyResult(_Result):
 
 
 # ------------------------------------------------------------------------------------ robustness
-
-
-@dataclass(frozen=True)
-class RoutedPoint:
-    """The routed model (or the capped one) on one disturbed set."""
-
-    accuracy: float
-    mean_flops: float
-    flops_fraction: float
-    exit_shares: tuple[float, ...]
 
 
 @dataclass
