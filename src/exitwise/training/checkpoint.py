@@ -11,7 +11,6 @@ files tells a complete pair from a torn one.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from exitwise.atomic import atomic_write
 from exitwise.nets import MultiExitNet, build_multi_exit
 
 __all__ = ["save_pair", "load_pair", "save_model", "load_model", "LoadedModel", "CheckpointError"]
@@ -32,16 +32,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, torn or does not fit the model."""
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_pair(
     directory: str | Path, stem: str, tensors: dict[str, torch.Tensor], meta: dict
 ) -> None:
@@ -50,11 +40,11 @@ def save_pair(
     d.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic_write_bytes(
+    atomic_write(
         d / f"{stem}.safetensors", lambda p: save_file(flat, str(p), metadata={"token": token})
     )
     payload = json.dumps({**meta, "token": token}, indent=2, sort_keys=True)
-    _atomic_write_bytes(d / f"{stem}.json", lambda p: p.write_text(payload))
+    atomic_write(d / f"{stem}.json", lambda p: p.write_text(payload))
 
 
 def load_pair(directory: str | Path, stem: str) -> tuple[dict[str, torch.Tensor], dict]:
