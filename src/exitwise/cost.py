@@ -14,18 +14,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import accumulate
+from typing import Any, TypeVar
 
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["CostAccount", "count_flops"]
+__all__ = ["CostAccount", "count_flops", "count_flops_and_output"]
+
+T = TypeVar("T")
 
 
-def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs counted by ``FlopCounterMode`` while ``fn()`` runs (no gradients are recorded)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
+def count_flops_and_output(fn: Callable[[], T]) -> tuple[int, T]:
+    """FLOPs counted by ``FlopCounterMode`` while ``fn()`` runs, and what ``fn()`` returned.
+
+    No gradients are recorded, and the count is private: the dispatch modes the caller has open
+    (e.g. its own ``FlopCounterMode`` around a routed run that measures a new input shape
+    lazily) are switched off meanwhile, so they do not count these FLOPs.
+    """
+    with _disable_current_modes(), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = fn()
+    return int(counter.get_total_flops()), out
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs counted by ``FlopCounterMode`` while ``fn()`` runs, privately (as
+    :func:`count_flops_and_output`)."""
+    return count_flops_and_output(fn)[0]
 
 
 @dataclass(frozen=True)

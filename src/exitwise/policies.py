@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from exitwise.nets.multi_exit import ExitOutput
+from exitwise.outputs import ExitDecision, ExitOutput
 from exitwise.registry import Registry
 
 __all__ = [
@@ -33,21 +33,6 @@ __all__ = [
     "POLICIES",
     "default_thresholds",
 ]
-
-
-@dataclass(frozen=True)
-class ExitDecision:
-    """A policy's answer at one exit for a batch of ``B`` samples.
-
-    Attributes:
-        exit_mask: ``(B,)`` bool, True where the sample leaves here.
-        prediction: ``(B,)`` int64 class predicted if it leaves.
-        confidence: ``(B,)`` float, the policy's confidence score (higher = surer).
-    """
-
-    exit_mask: Tensor
-    prediction: Tensor
-    confidence: Tensor
 
 
 def _max_softmax(logits: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:

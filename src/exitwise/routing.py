@@ -17,7 +17,10 @@ import torch
 from torch import Tensor
 
 from exitwise.cost import CostAccount
-from exitwise.nets.multi_exit import ExitOutput, MultiExitNet, as_exit_output
+from exitwise.devices import module_device
+from exitwise.nets.modes import eval_mode
+from exitwise.nets.multi_exit import MultiExitNet
+from exitwise.outputs import ExitOutput, as_exit_output
 from exitwise.policies import ExitPolicy, default_thresholds, final_decision
 from exitwise.results import OperatingPoint
 
@@ -84,31 +87,56 @@ def _take(out: ExitOutput, keep: Tensor) -> ExitOutput:
     return ExitOutput(out.logits[keep], None if out.confidence is None else out.confidence[keep])
 
 
+def _check_policy(policy: object, caller: str) -> None:
+    """A clear ``TypeError`` for what is not an exit rule (a name string, a class, ...)."""
+    if isinstance(policy, ExitPolicy):
+        return
+    if isinstance(policy, str):
+        raise TypeError(
+            f"{caller} needs an ExitPolicy object such as MaxProbability(0.9), got the string "
+            f"{policy!r}; build one from a name with exitwise.policies.POLICIES.get(name).make(t)"
+        )
+    if isinstance(policy, type) and issubclass(policy, ExitPolicy):
+        raise TypeError(
+            f"{caller} needs an ExitPolicy object, got the class {policy.__name__}; "
+            f"instantiate it, e.g. {policy.__name__}(0.9)"
+        )
+    if not callable(getattr(policy, "decide", None)):
+        raise TypeError(
+            f"{caller} needs an ExitPolicy object such as MaxProbability(0.9), got "
+            f"{type(policy).__name__}"
+        )
+
+
 @torch.no_grad()
 def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
     """Classify a batch with true per-sample early exit.
 
     After each exit the samples the policy lets leave are removed from the batch (compaction), so
     the next stage runs on the rest only; the loop stops when no sample is left. The model runs in
-    eval mode and its mode is restored afterwards.
+    eval mode (:func:`~exitwise.nets.eval_mode`) and every submodule's mode is restored
+    afterwards. It runs where ``x`` is: the model must be on that device, in ``x``'s dtype (a
+    float64 batch for a float32 model is refused with a message, not converted).
 
     Args:
         model: the multi-exit network.
-        x: ``(B, C, H, W)`` batch; ``B`` may be 1 (or 0).
-        policy: the exit rule for the side exits; the last exit takes every sample left.
+        x: ``(B, C, H, W)`` batch in [0, 1]; ``B`` may be 1 (or 0); any ``H, W`` the stages
+            accept.
+        policy: the exit rule for the side exits (an :class:`~exitwise.policies.ExitPolicy`
+            object, e.g. ``MaxProbability(0.9)``); the last exit takes every sample left.
 
     Returns:
-        Per-sample prediction, exit taken, confidence and FLOPs spent, in input order.
+        Per-sample prediction, exit taken, confidence and FLOPs spent, in input order. The FLOPs
+        are those of ``model.costs_at(x.shape[1:])``: what ``FlopCounterMode`` counts around
+        the call.
     """
+    _check_policy(policy, "route")
     model.validate_input(x)
     n, device = x.shape[0], x.device
-    path_flops = model.costs.path_flops_tensor(device)
+    path_flops = model.costs_at(x.shape[1:]).path_flops_tensor(device)
     last = model.num_exits - 1
-    was_training = model.training
-    if was_training:  # eval() walks every module: skip it on the hot path when already in eval
-        model.eval()
     parts: list[tuple[Tensor | None, int, Tensor, Tensor]] = []
-    try:
+    with eval_mode(model):
         idx: Tensor | None = None  # original row of each sample still running; None = all rows
         h, history = x, []
         for i in range(model.num_exits if n else 0):
@@ -128,9 +156,6 @@ def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
                 keep = ~leave
                 idx, h = idx[keep], h[keep]
                 history = [_take(o, keep) for o in history]
-    finally:
-        if was_training:
-            model.train()
 
     if len(parts) == 1 and parts[0][0] is None:  # the whole batch left at one exit
         _, i, pred, conf = parts[0]
@@ -153,40 +178,41 @@ def collect_outputs(
     """Run every exit on every sample once and keep the outputs (for simulation and sweeps).
 
     Args:
-        model: the multi-exit network (run in eval mode; its mode is restored).
-        batches: an iterable of image batches or ``(images, labels)`` pairs.
+        model: the multi-exit network (run in eval mode on its own device; every submodule's
+            mode is restored).
+        batches: an iterable of image batches or ``(images, labels)`` pairs, on any device
+            (each batch is moved to the model's).
         progress: called with the number of samples of each finished batch.
 
     Returns:
         One :class:`ExitOutput` per exit over all samples (on the CPU), and the labels if given.
     """
-    was_training = model.training
-    model.eval()
+    device = module_device(model)
     per_exit: list[list[ExitOutput]] = [[] for _ in range(model.num_exits)]
     labels: list[Tensor] = []
-    try:
+    with eval_mode(model):
         for batch in batches:
             x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-            for store, out in zip(per_exit, model.forward_outputs(x), strict=True):
-                store.append(
-                    ExitOutput(
-                        out.logits.cpu(), None if out.confidence is None else out.confidence.cpu()
-                    )
-                )
+            outs = model.forward_outputs(x.to(device, non_blocking=True))
+            for store, out in zip(per_exit, outs, strict=True):
+                conf = None if out.confidence is None else out.confidence.cpu()
+                store.append(ExitOutput(out.logits.cpu(), conf))
             if y is not None:
                 labels.append(y.cpu())
             if progress is not None:
                 progress(x.shape[0])
-    finally:
-        model.train(was_training)
+    if not per_exit[0]:
+        raise ValueError("collect_outputs got no batches")
     outputs = [
-        ExitOutput(
-            torch.cat([o.logits for o in store]),
-            None if store[0].confidence is None else torch.cat([o.confidence for o in store]),
-        )
+        ExitOutput(torch.cat([o.logits for o in store]), _cat_confidence(store))
         for store in per_exit
     ]
     return outputs, (torch.cat(labels) if labels else None)
+
+
+def _cat_confidence(store: Sequence[ExitOutput]) -> Tensor | None:
+    confs = [o.confidence for o in store if o.confidence is not None]
+    return torch.cat(confs) if confs else None
 
 
 def simulate(outputs: Sequence[ExitOutput], policy: ExitPolicy, costs: CostAccount) -> ExitResults:
@@ -195,8 +221,10 @@ def simulate(outputs: Sequence[ExitOutput], policy: ExitPolicy, costs: CostAccou
     Args:
         outputs: one :class:`ExitOutput` per exit over the same ``N`` samples.
         policy: the exit rule.
-        costs: the model's cost account (gives each exit's path FLOPs).
+        costs: the model's cost account at the shape of the samples
+            (``model.costs_at(shape)``; gives each exit's path FLOPs).
     """
+    _check_policy(policy, "simulate")
     if len(outputs) != costs.num_exits:
         raise ValueError(f"expected outputs of {costs.num_exits} exits, got {len(outputs)}")
     decisions = [policy.decide(i, outputs[: i + 1]) for i in range(len(outputs) - 1)]

@@ -2,6 +2,7 @@
 
 from exitwise.nets.backbones import BACKBONES, Backbone, build_backbone
 from exitwise.nets.heads import EXIT_HEADS, ConvPoolHead, EENetsExit, PoolHead, build_exit_head
+from exitwise.nets.modes import eval_mode
 from exitwise.nets.multi_exit import (
     PRESETS,
     CloudPart,
@@ -9,6 +10,7 @@ from exitwise.nets.multi_exit import (
     ExitOutput,
     MultiExitNet,
     Normalize,
+    as_exit_output,
     build_multi_exit,
     build_preset,
     measure_costs,
@@ -28,6 +30,8 @@ __all__ = [
     "CloudPart",
     "EdgePart",
     "ExitOutput",
+    "as_exit_output",
+    "eval_mode",
     "MultiExitNet",
     "Normalize",
     "build_multi_exit",

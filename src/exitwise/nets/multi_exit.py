@@ -8,50 +8,40 @@ composition equals the whole; ``model.costs`` is the measured cost account.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+import contextlib
+from collections.abc import Iterable, Sequence
+from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from exitwise.cost import CostAccount, count_flops
+from exitwise.cost import CostAccount, count_flops_and_output
+from exitwise.devices import fork_rng, seed_rng
 from exitwise.nets.backbones import build_backbone
 from exitwise.nets.heads import build_exit_head
+from exitwise.nets.modes import eval_mode
 from exitwise.nets.placement import snap_to_blocks, target_fractions
+from exitwise.outputs import ExitOutput, as_exit_output
 
 __all__ = [
     "ExitOutput",
+    "as_exit_output",
     "MultiExitNet",
     "EdgePart",
     "CloudPart",
     "Normalize",
     "build_multi_exit",
+    "measure_costs",
     "PRESETS",
     "build_preset",
 ]
 
-
-class ExitOutput(NamedTuple):
-    """What one exit produced for a batch.
-
-    Attributes:
-        logits: ``(B, num_classes)``.
-        confidence: ``(B,)`` learned exit confidence in [0, 1] (EENets), or ``None``.
-    """
-
-    logits: Tensor
-    confidence: Tensor | None = None
-
-
-def as_exit_output(out: Tensor | tuple[Tensor, Tensor]) -> ExitOutput:
-    if isinstance(out, tuple):
-        logits, conf = out
-        return ExitOutput(logits, conf.reshape(-1))
-    return ExitOutput(out)
+Shape3 = tuple[int, int, int]
 
 
 def run_stages(
-    stages: Sequence[nn.Module], exits: Sequence[nn.Module], h: Tensor
+    stages: Iterable[nn.Module], exits: Iterable[nn.Module], h: Tensor
 ) -> tuple[list[ExitOutput], Tensor]:
     """Run ``stages`` in order, each followed by its exit; return the outputs and the last ``h``."""
     outs = []
@@ -61,8 +51,16 @@ def run_stages(
     return outs, h
 
 
+def _tracing() -> bool:
+    """True under ``torch.jit.trace`` or ``torch.compile``, where no cost is measured."""
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` inside the model, so inputs stay in pixel space [0, 1]."""
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -83,23 +81,25 @@ class MultiExitNet(nn.Module):
     Args:
         stages: the backbone cut into consecutive pieces, one per exit.
         exits: exit heads; ``exits[-1]`` is the backbone's own classifier.
-        input_shape: ``(C, H, W)`` of the inputs the model expects (costs are measured at it).
+        input_shape: ``(C, H, W)`` the model was built for (``model.costs`` is measured at it;
+            other sizes the stages accept work too, see :meth:`costs_at`).
         num_classes: classes of every exit.
         config: the keyword arguments of :func:`build_multi_exit` that rebuild this model
             (stored with checkpoints).
         stage_blocks: names of the backbone blocks in each stage.
-        check_inputs: validate rank, channels and finiteness of every input.
+        check_inputs: also check that every input is finite (costs a device sync per batch).
 
     Shape:
-        input ``(B, C, H, W)`` in [0, 1] when ``normalize`` is set; output: a list of
-        ``len(exits)`` tensors ``(B, num_classes)``.
+        input ``(B, C, H, W)`` in [0, 1] when ``normalize`` is set, in the dtype and on the device
+        of the model's parameters; output: a list of ``len(exits)`` tensors
+        ``(B, num_classes)``.
     """
 
     def __init__(
         self,
         stages: Sequence[nn.Module],
         exits: Sequence[nn.Module],
-        input_shape: tuple[int, int, int],
+        input_shape: Sequence[int],
         num_classes: int,
         config: dict[str, Any] | None = None,
         stage_blocks: Sequence[Sequence[str]] | None = None,
@@ -108,17 +108,21 @@ class MultiExitNet(nn.Module):
         super().__init__()
         if len(stages) != len(exits) or not stages:
             raise ValueError(f"need one stage per exit, got {len(stages)} and {len(exits)}")
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
         self.stages = nn.ModuleList(stages)
         self.exits = nn.ModuleList(exits)
-        self.input_shape = tuple(int(d) for d in input_shape)
+        c, h, w = (int(d) for d in input_shape)
+        self.input_shape: Shape3 = (c, h, w)
         self.num_classes = num_classes
         self.config = dict(config or {})
         self.stage_blocks = [list(b) for b in (stage_blocks or [[] for _ in stages])]
         self.check_inputs = check_inputs
-        self.placement: dict[str, list] | None = None  # set when exits were placed by FLOPs
-        # Measured once, at construction: the cost account depends on the architecture and the
-        # input size only, and measuring lazily inside a caller's FlopCounterMode would be counted.
-        self._costs = measure_costs(self)
+        self.placement: dict[str, Any] | None = None  # set when exits were placed by FLOPs
+        # One cost account per input shape (C, H, W), measured the first time a shape is seen;
+        # the build shape's is measured now.
+        self._costs: dict[Shape3, CostAccount] = {}
+        self._costs[self.input_shape] = measure_costs(self)
 
     @property
     def num_exits(self) -> int:
@@ -137,7 +141,14 @@ class MultiExitNet(nn.Module):
         return [blocks[-1] for blocks in self.stage_blocks[:-1] if blocks]
 
     def validate_input(self, x: Tensor) -> None:
-        """Raise a ``ValueError`` that says what was expected if ``x`` is not a valid batch."""
+        """Raise an error that says what was expected and how to fix it if ``x`` is not a batch
+        this model can run.
+
+        Checked: a 4-D tensor with the model's channels, a spatial size the stages accept (see
+        :meth:`costs_at`), floating point in the model's own dtype (a float64 batch for a
+        float32 model is refused, not converted: convert it with ``x.float()``), on the
+        model's device, and, with ``check_inputs``, finite.
+        """
         if not isinstance(x, Tensor):
             raise TypeError(
                 f"expected a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}"
@@ -153,7 +164,24 @@ class MultiExitNet(nn.Module):
                 f"expected {c} input channel(s) (B, {c}, H, W), got shape {tuple(x.shape)}"
             )
         if not x.is_floating_point():
-            raise ValueError(f"expected a floating-point batch in [0, 1], got dtype {x.dtype}")
+            raise ValueError(
+                f"expected a floating-point batch in [0, 1], got dtype {x.dtype}; "
+                "convert uint8 pixels with x.float() / 255"
+            )
+        p = next(self.parameters())
+        if x.dtype != p.dtype:
+            raise ValueError(
+                f"expected a {p.dtype} batch (the model's dtype), got {x.dtype}; convert the "
+                f"batch with x.to({p.dtype}) or the model with model.to({x.dtype})"
+            )
+        if x.device != p.device:
+            raise ValueError(
+                f"the batch is on {x.device} but the model on {p.device}; move the batch with "
+                f"x.to('{p.device}') or the model with model.to('{x.device}')"
+            )
+        shape = (c, int(x.shape[2]), int(x.shape[3]))
+        if shape not in self._costs and not _tracing():
+            self.costs_at(shape)  # refuses sizes the stages cannot run, naming both shapes
         if self.check_inputs and x.numel() and not bool(torch.isfinite(x).all()):
             raise ValueError("input contains NaN or Inf values; expected finite pixels in [0, 1]")
 
@@ -168,8 +196,28 @@ class MultiExitNet(nn.Module):
 
     @property
     def costs(self) -> CostAccount:
-        """The measured per-sample FLOPs of every stage and exit head (see :mod:`exitwise.cost`)."""
-        return self._costs
+        """The measured per-sample FLOPs of every stage and exit head at ``input_shape``, the
+        shape the model was built for (see :mod:`exitwise.cost`; :meth:`costs_at` for others)."""
+        return self._costs[self.input_shape]
+
+    def costs_at(self, shape: Sequence[int]) -> CostAccount:
+        """The cost account for inputs of shape ``(C, H, W)``, measured once and cached.
+
+        FLOPs grow with the input's area, so a batch larger than the build shape costs more
+        than ``model.costs`` says; routing uses the account of the shape it was given. The
+        measurement runs one zero image through the model in eval mode, outside any
+        ``FlopCounterMode`` the caller has open.
+
+        Raises:
+            ValueError: if the stages cannot run inputs of that shape (wrong channels, smaller
+                than the network's strides allow), naming the expected and the received shape.
+        """
+        key = _as_shape(shape, self.input_shape)
+        account = self._costs.get(key)
+        if account is None:
+            account = measure_costs(self, key)
+            self._costs[key] = account
+        return account
 
     def split(self, k: int) -> tuple[EdgePart, CloudPart]:
         """Split after exit ``k``: the edge runs stages and exits ``0..k``, the cloud the rest.
@@ -212,22 +260,73 @@ class CloudPart(nn.Module):
         return run_stages(self.stages, self.exits, h)[0]
 
 
-def measure_costs(model: MultiExitNet) -> CostAccount:
-    """Count the FLOPs of every stage and exit head at ``model.input_shape``, batch size 1."""
+def _as_shape(shape: Sequence[int], expected: Shape3) -> Shape3:
+    """``shape`` as a ``(C, H, W)`` tuple with the expected channels, else a ``ValueError``."""
+    dims = tuple(int(d) for d in shape)
+    if len(dims) != 3 or dims[0] != expected[0] or min(dims) < 1:
+        raise ValueError(
+            f"expected an input shape (C, H, W) = ({expected[0]}, H, W) with H, W >= 1 (the "
+            f"network was built for {expected}), got {tuple(shape)}"
+        )
+    return dims[0], dims[1], dims[2]
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def measure_costs(model: MultiExitNet, input_shape: Sequence[int] | None = None) -> CostAccount:
+    """Count the FLOPs of every stage and exit head at batch size 1.
+
+    Args:
+        model: the network (run in eval mode on its own device and dtype; its modes are
+            restored).
+        input_shape: ``(C, H, W)``; default ``model.input_shape``.
+
+    Raises:
+        ValueError: if the network cannot run inputs of that shape.
+    """
+    shape = _as_shape(model.input_shape if input_shape is None else input_shape, model.input_shape)
     p = next(model.parameters())
-    h = torch.zeros((1, *model.input_shape), dtype=p.dtype, device=p.device)
-    was_training = model.training
-    model.eval()
-    try:
-        stage_flops, exit_flops = [], []
-        for stage, head in zip(model.stages, model.exits, strict=True):
-            stage_flops.append(count_flops(lambda s=stage, x=h: s(x)))
-            with torch.no_grad():
-                h = stage(h)
-            exit_flops.append(count_flops(lambda e=head, x=h: e(x)))
-    finally:
-        model.train(was_training)
-    return CostAccount(tuple(stage_flops), tuple(exit_flops), model.input_shape)
+    h = torch.zeros((1, *shape), dtype=p.dtype, device=p.device)
+    stage_flops, exit_flops = [], []
+    with eval_mode(model):
+        for i, (stage, head) in enumerate(zip(model.stages, model.exits, strict=True)):
+            try:
+                flops, h = count_flops_and_output(partial(stage, h))
+                stage_flops.append(flops)
+                if h.numel() == 0:
+                    raise RuntimeError(f"stage {i} produced an empty feature map {tuple(h.shape)}")
+                exit_flops.append(count_flops_and_output(partial(head, h))[0])
+            except RuntimeError as e:
+                raise ValueError(
+                    f"the network built for inputs {model.input_shape} cannot run inputs of shape "
+                    f"{shape} (too small for its strides?): stage {i} failed: {_first_line(e)}"
+                ) from None
+    return CostAccount(tuple(stage_flops), tuple(exit_flops), shape)
+
+
+def _probe_blocks(
+    blocks: Sequence[tuple[str, nn.Module]], head: nn.Module, shape: Shape3
+) -> tuple[dict[str, Shape3], list[int], int]:
+    """Run one zero image through every block: output shapes (for the heads) and FLOPs."""
+    x = torch.zeros((1, *shape))
+    out_shapes: dict[str, Shape3] = {}
+    block_flops: list[int] = []
+    with eval_mode(nn.ModuleList([m for _, m in blocks] + [head])):
+        for name, block in blocks:
+            try:
+                flops, x = count_flops_and_output(partial(block, x))
+            except RuntimeError as e:
+                raise ValueError(
+                    f"input_shape {shape} is too small for this backbone: block {name!r} "
+                    f"failed: {_first_line(e)}"
+                ) from None
+            block_flops.append(flops)
+            _, oc, oh, ow = x.shape
+            out_shapes[name] = (int(oc), int(oh), int(ow))
+        head_flops = count_flops_and_output(partial(head, x))[0]
+    return out_shapes, block_flops, head_flops
 
 
 def build_multi_exit(
@@ -261,12 +360,18 @@ def build_multi_exit(
         exit_head_options: e.g. ``{"width": 64, "stride": 2}`` for ``branchy``.
         mean, std: per-channel normalisation applied inside the model (inputs in [0, 1]).
         backbone_options: e.g. ``{"stem": "cifar"}`` for ``resnet18``.
-        seed: seeds parameter initialisation when given.
+        seed: when given, parameters are initialised from a generator seeded with it, so two
+            builds with one seed are equal, and the caller's global RNG state is left as it
+            was; without it they draw from the global RNG, as PyTorch modules do.
     """
-    config = {
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (C, H, W) with sizes >= 1, got {tuple(input_shape)}")
+    c, h, w = shape
+    config: dict[str, Any] = {
         "backbone": backbone,
         "num_classes": num_classes,
-        "input_shape": [int(d) for d in input_shape],
+        "input_shape": [c, h, w],
         "exits_after": list(exits_after) if exits_after is not None else None,
         "distribution": distribution,
         "num_side_exits": num_side_exits,
@@ -277,36 +382,44 @@ def build_multi_exit(
         "backbone_options": dict(backbone_options or {}),
         "seed": seed,
     }
-    if len(config["input_shape"]) != 3:
-        raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
     if (exits_after is None) == (distribution is None):
         raise ValueError("give exactly one of exits_after (block names) or distribution")
-    if seed is not None:
-        torch.manual_seed(seed)
-    c = config["input_shape"][0]
-    bb = build_backbone(backbone, num_classes, in_channels=c, **config["backbone_options"])
+    if mean is not None or std is not None:
+        if mean is None or std is None or len(mean) != c or len(std) != c:
+            raise ValueError(f"mean and std need {c} values each, got {mean} and {std}")
+    # Initialise from the seed without touching the caller's RNG: fork the CPU generator (the
+    # model is built on the CPU), seed it, and hand the caller's state back afterwards.
+    rng = fork_rng("cpu") if seed is not None else contextlib.nullcontext()
+    with rng:
+        if seed is not None:
+            seed_rng(seed)
+        net = _build(config, (c, h, w), exits_after, distribution, mean, std)
+    return net
+
+
+def _build(
+    config: dict[str, Any],
+    shape: Shape3,
+    exits_after: Sequence[str] | None,
+    distribution: str | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> MultiExitNet:
+    backbone, num_classes = str(config["backbone"]), int(config["num_classes"])
+    bb = build_backbone(backbone, num_classes, in_channels=shape[0], **config["backbone_options"])
     names = bb.block_names()
 
     # Probe every block once: output channels (for the heads) and FLOPs (for placement).
-    x = torch.zeros((1, *config["input_shape"]))
-    out_shapes, block_flops = {}, []
-    with torch.no_grad():
-        for name, block in bb.blocks:
-            block.eval()
-            block_flops.append(count_flops(lambda b=block, x=x: b(x)))
-            x = block(x)
-            block.train()
-            out_shapes[name] = tuple(x.shape[1:])
-        head_flops = count_flops(lambda: bb.head.eval()(x))
-        bb.head.train()
+    out_shapes, block_flops, head_flops = _probe_blocks(bb.blocks, bb.head, shape)
     total = sum(block_flops) + head_flops
 
+    placement: dict[str, Any] | None
     if distribution is not None:
-        targets = target_fractions(distribution, num_side_exits)
+        targets = target_fractions(distribution, int(config["num_side_exits"]))
         chosen, achieved = snap_to_blocks(names, block_flops, total, targets)
         placement = {"targets": targets, "achieved": achieved, "blocks": chosen}
     else:
-        chosen = list(exits_after)
+        chosen = list(exits_after or [])
         placement = None
         unknown = [n for n in chosen if n not in out_shapes]
         if unknown:
@@ -325,27 +438,29 @@ def build_multi_exit(
                 "there; place side exits before it"
             )
 
-    stages, stage_blocks, current = [], [], []
+    stages: list[nn.Sequential] = []
+    stage_blocks: list[list[str]] = []
+    current: list[tuple[str, nn.Module]] = []
     for i, (name, block) in enumerate(bb.blocks):
         current.append((name, block))
         if name in chosen or i == len(bb.blocks) - 1:
             stage_blocks.append([n for n, _ in current])
             stages.append(nn.Sequential(*[m for _, m in current]))
             current = []
-    if mean is not None or std is not None:
-        if mean is None or std is None or len(mean) != c or len(std) != c:
-            raise ValueError(f"mean and std need {c} values each, got {mean} and {std}")
+    if mean is not None and std is not None:
         stages[0] = nn.Sequential(Normalize(mean, std), *stages[0])
     exits = [
         build_exit_head(
-            exit_head, out_shapes[n][0], num_classes, out_shapes[n], **config["exit_head_options"]
+            str(config["exit_head"]),
+            out_shapes[n][0],
+            num_classes,
+            out_shapes[n],
+            **config["exit_head_options"],
         )
         for n in chosen
     ]
     exits.append(bb.head)
-    net = MultiExitNet(
-        stages, exits, tuple(config["input_shape"]), num_classes, config, stage_blocks
-    )
+    net = MultiExitNet(stages, exits, shape, num_classes, config, stage_blocks)
     net.placement = placement
     return net
 
