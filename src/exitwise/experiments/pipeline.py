@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from exitwise.atomic import write_json
-from exitwise.config import RunConfig
+from exitwise.config import ConfigError, RunConfig
 from exitwise.data import DatasetSplits, load_dataset
 from exitwise.experiments.efficiency import efficiency_study
+from exitwise.experiments.rundir import RUN_CONFIG, check_output_dir, check_resume
 from exitwise.nets import MultiExitNet, build_multi_exit, build_preset
 from exitwise.results import EfficiencyResult, TrainingInfo
 from exitwise.training import TrainResult, load_model, train
+from exitwise.training.checkpoint import check_model_fits
 
 __all__ = ["load_data", "build_model", "train_run", "evaluate_run", "write_json", "machine"]
 
@@ -51,8 +53,8 @@ def build_model(cfg: RunConfig, data: DatasetSplits) -> MultiExitNet:
         if cfg.model.preset:
             return build_preset(cfg.model.preset, data.num_classes, **kwargs)
         return build_multi_exit(num_classes=data.num_classes, **kwargs)
-    except TypeError as e:  # an unknown keyword in model.options
-        raise ValueError(f"model.options: {e}") from None
+    except (TypeError, ValueError, KeyError) as e:  # e.g. exits_after names no block
+        raise ConfigError(f"model.options: {e.args[0] if e.args else e}") from None
 
 
 def train_run(
@@ -61,12 +63,17 @@ def train_run(
     on_step: Callable[[int, int, int, float], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[MultiExitNet, TrainResult, DatasetSplits]:
-    """Train the configured model into ``cfg.output_dir`` (resuming a run found there)."""
+    """Train the configured model into ``cfg.output_dir`` (resuming a run found there).
+
+    A run there of another config or model is refused before anything is written.
+    """
+    check_output_dir(cfg)
     data = data or load_data(cfg)
     model = build_model(cfg, data)
     out = Path(cfg.output_dir)
+    check_resume(out, model)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "run_config.json", cfg.to_dict())
+    write_json(out / RUN_CONFIG, cfg.to_dict())
     result = train(model, data, cfg.train, out, on_step=on_step, on_epoch=on_epoch)
     return model, result, data
 
@@ -88,6 +95,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     loaded = load_model(run_dir)
     data = data or load_data(cfg)
+    check_model_fits(loaded.model, data, run_dir)
     name = cfg.model.preset or loaded.model.config.get("backbone", "model")
     evaluation = efficiency_study(
         loaded.model,
