@@ -1,8 +1,11 @@
 """The ``exitwise`` command: train, evaluate and report on early-exit networks.
 
 exitwise run                                  # the main job on the built-in synthetic-signs
-exitwise run --config configs/gtsrb_branchy_resnet18.yaml train.epochs=3
-exitwise info                                 # backbones, presets, datasets, policies
+exitwise run --config gtsrb_branchy_resnet18 train.epochs=3   # a shipped config + overrides
+exitwise info                                 # backbones, presets, datasets, policies, configs
+
+Bad input (a config, a file, an option) is refused before data loads or a file is written: the
+library raises an ``InputError`` and :class:`_Verbs` prints its one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import os
 # Before torch loads: busy-waiting OpenMP threads make small ops far slower on few cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import json  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -30,20 +32,44 @@ from rich.progress import (  # noqa: E402
     TimeRemainingColumn,
 )
 from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from exitwise.errors import InputError, one_line  # noqa: E402
+
+console = Console(stderr=False, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class _Verbs(TyperGroup):
+    """The one place bad input meets the user: an ``InputError`` from any verb becomes one line
+    on stderr and exit status 2, with no traceback."""
+
+    def invoke(self, ctx):
+        from exitwise.results import ResultError
+
+        try:
+            return super().invoke(ctx)
+        except (InputError, ResultError) as e:
+            err.print(Text.assemble(("error: ", "bold red"), one_line(str(e))))
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
+    cls=_Verbs,
     help="Early-exit neural networks for computer vision: build, train, evaluate, report.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=False, soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Optional[Path],  # noqa: UP045 - typer needs Optional here
     typer.Option(
-        "--config", "-c", help="YAML config (see configs/); defaults apply to what it omits."
+        "--config",
+        "-c",
+        help="YAML config: a file, or the name of a shipped one (`exitwise info` lists them); "
+        "defaults apply to what it omits.",
     ),
 ]
 Overrides = Annotated[
@@ -56,22 +82,24 @@ Overrides = Annotated[
 ]
 
 
-def _setup(config: Path | None, overrides: list[str] | None, run_dir: Path | None = None):
-    """Resolve the config (a trained run's own run_config.json first, when given) and threads."""
-    from exitwise.config import ConfigError, load_config
+def _setup(
+    config: Path | None,
+    overrides: list[str] | None,
+    run_dir: Path | None = None,
+    trains: bool = False,
+):
+    """Resolve and check the config (a trained run's own, with its model files, when
+    ``run_dir`` is given; the run already in output_dir, when the verb ``trains``) and threads.
+    """
+    from exitwise.config import load_config
+    from exitwise.experiments.rundir import check_output_dir, run_config
 
-    base = None
     if run_dir is not None:
-        if not (run_dir / "model.json").exists():
-            err.print(f"[red]{run_dir} holds no trained model (model.json missing)[/red]")
-            raise typer.Exit(2)
-        saved = run_dir / "run_config.json"
-        base = json.loads(saved.read_text()) if saved.exists() else None
-    try:
-        cfg = load_config(config, overrides, base=base)
-    except ConfigError as e:
-        err.print(f"[red]config error:[/red] {e}")
-        raise typer.Exit(2) from None
+        cfg = run_config(run_dir, overrides)
+    else:
+        cfg = load_config(config, overrides)
+    if trains:
+        check_output_dir(cfg)
     import torch
 
     torch.set_num_threads(cfg.threads)
@@ -99,8 +127,8 @@ def _load_data(cfg):
         try:
             data = load_data(cfg)
         except (FileNotFoundError, ValueError, KeyError) as e:
-            err.print(f"[red]cannot load dataset {cfg.data.name!r}:[/red] {e}")
-            raise typer.Exit(2) from None
+            reason = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise InputError(f"cannot load dataset {cfg.data.name!r}: {reason}") from None
     console.print(
         f"dataset [bold]{data.name}[/bold]: {len(data.train)} train / {len(data.val)} val / "
         f"{len(data.test)} test, {data.num_classes} classes, images {data.input_shape} "
@@ -199,7 +227,7 @@ def run(config: ConfigOpt = None, overrides: Overrides = None) -> None:
     model.json, evaluation.json, CSV tables, PNG figures and report.html. Re-running resumes an
     interrupted training.
     """
-    cfg = _setup(config, overrides)
+    cfg = _setup(config, overrides, trains=True)
     data = _load_data(cfg)
     _train(cfg, data)
     _evaluate(cfg, Path(cfg.output_dir), data, _command())
@@ -208,7 +236,7 @@ def run(config: ConfigOpt = None, overrides: Overrides = None) -> None:
 @app.command()
 def train(config: ConfigOpt = None, overrides: Overrides = None) -> None:
     """Train only (resumes from output_dir's checkpoint if one of the same config is there)."""
-    cfg = _setup(config, overrides)
+    cfg = _setup(config, overrides, trains=True)
     _train(cfg, _load_data(cfg))
 
 
@@ -250,10 +278,12 @@ def robustness(
     """
     from exitwise.experiments.robustness import plan_robustness, run_robustness
     from exitwise.report import robustness_markdown, write_robustness_report
+    from exitwise.training.checkpoint import check_model_fits
 
     cfg = _setup(None, None, run_dir)
     plan = plan_robustness(run_dir, samples, threshold, cap_exit, quick, seed)
     data = _load_data(cfg)
+    check_model_fits(plan.model, data, run_dir)
     console.print(
         f"routed model: {plan.policy!r} (threshold {plan.threshold_source}); defence: capped at "
         f"exit {plan.cap_exit}; {min(plan.samples, len(data.test))} images"
@@ -363,12 +393,22 @@ def info(
         typer.Option(help="also print the cost account of this preset at 3x32x32, 43 classes"),
     ] = None,
 ) -> None:
-    """List backbones, presets, exit heads, datasets, exit policies and loss-weight schedules."""
+    """List backbones, presets, exit heads, datasets, exit policies, loss-weight schedules and
+    the shipped configs."""
+    from exitwise.config import shipped_configs
     from exitwise.data import DATASETS
     from exitwise.nets import BACKBONES, EXIT_HEADS, PRESETS, build_preset
     from exitwise.policies import POLICIES
     from exitwise.training import LOSS_WEIGHTS
 
+    if preset is not None and preset not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(preset, PRESETS, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise InputError(
+            f"--preset: unknown preset {preset!r}.{hint} Available: {', '.join(sorted(PRESETS))}"
+        )
     for title, names in (
         ("backbones", BACKBONES.names()),
         ("presets", sorted(PRESETS)),
@@ -376,14 +416,11 @@ def info(
         ("datasets", DATASETS.names()),
         ("exit policies", POLICIES.names()),
         ("loss weights", LOSS_WEIGHTS.names()),
+        ("configs (--config NAME)", shipped_configs()),
     ):
         console.print(f"[bold]{title}:[/bold] {', '.join(names)}")
     if preset:
-        try:
-            net = build_preset(preset, 43)
-        except KeyError as e:
-            err.print(f"[red]{e.args[0]}[/red]")
-            raise typer.Exit(2) from None
+        net = build_preset(preset, 43)
         table = Table(title=f"{preset}: FLOPs = 2 x MACs, per image at {net.input_shape}")
         for col in (
             "exit",
@@ -399,7 +436,7 @@ def info(
         for r in net.costs.rows():
             table.add_row(
                 str(r["exit"]),
-                blocks[r["exit"]],
+                blocks[int(r["exit"])],
                 f"{r['stage_flops'] / 1e6:.2f}",
                 f"{r['head_flops'] / 1e6:.2f}",
                 f"{r['path_flops'] / 1e6:.2f}",
