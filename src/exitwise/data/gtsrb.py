@@ -54,8 +54,8 @@ def _read_folder(base: Path, image_size: int) -> dict[str, np.ndarray]:
     csv_path = base / "GT-final_test.csv"
     if not csv_path.is_file():
         raise not_found("gtsrb", "GT-final_test.csv (official test labels)", base, HOW_TO_GET)
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter=";", skipinitialspace=True))
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter=";", skipinitialspace=True))
     test_dir = base / "GTSRB" / "Final_Test" / "Images"
     return {
         "x_train": read_images(paths, image_size),

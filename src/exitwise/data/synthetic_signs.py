@@ -125,11 +125,11 @@ def _backgrounds(cols: _Columns, d: np.ndarray, textures: np.ndarray, pose: np.n
     top, bottom = scene[:, 0, :, None, None], scene[:, 1, :, None, None]
     bg = top * (1 - ramp[:, None]) + bottom * ramp[:, None]
     # Low- and mid-frequency textures (smooth blotches, foliage-like grain), from normal draws.
-    low = torch.from_numpy(textures[:, :75].reshape(b, 3, 5, 5))
-    mid = torch.from_numpy(textures[:, 75:331].reshape(b, 1, 16, 16))
-    low = F.interpolate(low, size=(p, p), mode="bicubic", align_corners=False).numpy()
+    low_t = torch.from_numpy(textures[:, :75].reshape(b, 3, 5, 5))
+    mid_t = torch.from_numpy(textures[:, 75:331].reshape(b, 1, 16, 16))
+    low = F.interpolate(low_t, size=(p, p), mode="bicubic", align_corners=False).numpy()
     low = low.mean(1, keepdims=True) + 0.35 * (low - low.mean(1, keepdims=True))  # mostly grey
-    mid = F.interpolate(mid, size=(p, p), mode="bilinear", align_corners=False).numpy()
+    mid = F.interpolate(mid_t, size=(p, p), mode="bilinear", align_corners=False).numpy()
     bg = bg + cols.uniform(0.02, 0.12)[:, None, None, None] * low
     bg = bg + (cols.uniform(0.0, 0.1) * cols.uniform())[:, None, None, None] * mid
     # Clutter: rotated ellipses / boxes / poles in scene colours, some in sign-like colours.
