@@ -192,5 +192,6 @@ def test_efficiency_study_adds_the_learned_rule():
     from exitwise.experiments import efficiency_study
 
     ev = efficiency_study(eenets_net().eval(), tiny_data())
-    assert set(ev["policies"]) == {"max_probability", "entropy", "learned_confidence"}
-    assert ev["policies"]["learned_confidence"]["default"]["threshold"] == 0.5
+    assert set(ev.policies) == {"max_probability", "entropy", "learned_confidence"}
+    default = ev.policies["learned_confidence"].default
+    assert default is not None and default.threshold == 0.5

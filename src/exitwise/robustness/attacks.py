@@ -4,7 +4,8 @@
 pixel-space batches in [0, 1] (any normalisation lives inside the model). A call
 
 * puts the model in eval mode and afterwards restores the mode it found on every submodule, also
-  when the attack raises;
+  when the attack raises (:func:`exitwise.nets.eval_mode`);
+* runs where the images are (the model must be on their device);
 * never mutates ``images``;
 * takes gradients with :func:`torch.autograd.grad` with respect to the input only, so no
   parameter ``.grad`` is created or changed.
@@ -36,7 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from exitwise.nets.multi_exit import ExitOutput, as_exit_output
+from exitwise.nets.modes import eval_mode
+from exitwise.nets.multi_exit import MultiExitNet
+from exitwise.outputs import ExitOutput, as_exit_output
 
 __all__ = [
     "TARGETS",
@@ -100,15 +103,6 @@ def routed_log_probs(
         log_stay = log_stay + F.logsigmoid(-a)
     terms.append(log_stay.unsqueeze(1) + logps[-1])
     return torch.logsumexp(torch.stack(terms), dim=0)
-
-
-def _save_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    return [(m, m.training) for m in model.modules()]
-
-
-def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
-    for m, training in modes:
-        m.training = training
 
 
 def _flat_norm(t: Tensor) -> Tensor:
@@ -266,18 +260,10 @@ class Attack:
                     f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
                 )
         x = images.detach().clone()
-        modes = _save_modes(self.model)
-        self.model.eval()
-        try:
-            with torch.enable_grad():
-                if self.needs_labels and labels is None:
-                    labels = self.predict(x)
-                return self.forward(x, labels, **kwargs)
-        finally:
-            _restore_modes(modes)
-
-    def _generator(self, seed: int | None, x: Tensor) -> torch.Generator | None:
-        return None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
+        with eval_mode(self.model), torch.enable_grad():
+            if self.needs_labels and labels is None:
+                labels = self.predict(x)
+            return self.forward(x, labels, **kwargs)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps}, target={self.target!r})"
@@ -294,6 +280,8 @@ class FGSM(Attack):
     Shape:
         images ``(B, C, H, W)`` in [0, 1]; output ``(B, C, H, W)`` in [0, 1].
     """
+
+    eps: float  # a budget is required here (the base class allows None, for DeepFool)
 
     def __init__(
         self,
@@ -327,11 +315,17 @@ class PGD(Attack):
         alpha: step size; default ``2.5 * eps / steps`` (Madry et al.).
         random_start: start from a uniform point of the L-inf ball, or, for L2, a uniformly
             random direction at a radius drawn uniformly in [0, eps].
-        seed: seeds the random start on every call (reproducible); ``None`` uses the global RNG.
+        seed: seeds the random start on every call (reproducible, and the same on every device:
+            it is drawn on the CPU); the global RNG is not touched.
+        generator: a CPU ``torch.Generator`` the random start draws from instead (advanced on
+            every call). With neither, the global RNG is used, as PyTorch's own random
+            functions do.
 
     Shape:
         images ``(B, C, H, W)`` in [0, 1]; output ``(B, C, H, W)`` in [0, 1].
     """
+
+    eps: float  # a budget is required here (the base class allows None, for DeepFool)
 
     def __init__(
         self,
@@ -345,6 +339,7 @@ class PGD(Attack):
         threshold: float | Sequence[float] = 0.9,
         temperature: float = 0.05,
         seed: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(model, eps, target, threshold, temperature)
         if norm not in ("linf", "l2"):
@@ -357,7 +352,15 @@ class PGD(Attack):
         if not self.alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         self.random_start = random_start
+        if seed is not None and generator is not None:
+            raise ValueError("give a seed or a generator, not both")
+        if generator is not None and torch.device(generator.device).type != "cpu":
+            raise ValueError(
+                f"the generator must be a CPU generator (random starts are drawn on the CPU and "
+                f"moved to the images' device), got one on {generator.device}"
+            )
         self.seed = seed
+        self.generator = generator
 
     def _project(self, adv: Tensor, x0: Tensor) -> Tensor:
         eps = self.eps
@@ -373,16 +376,19 @@ class PGD(Attack):
     def _start(self, x0: Tensor) -> Tensor:
         if not self.random_start:
             return x0.clone()
-        g = self._generator(self.seed, x0)
+        g = self.generator
+        if self.seed is not None:
+            g = torch.Generator().manual_seed(self.seed)
+        # Drawn on the CPU, so one seed gives one start on every device.
         if self.norm == "linf":
-            u = torch.rand(x0.shape, generator=g, dtype=x0.dtype, device=x0.device)
+            u = torch.rand(x0.shape, generator=g, dtype=x0.dtype)
             delta = (2.0 * u - 1.0) * self.eps
         else:
-            d = torch.randn(x0.shape, generator=g, dtype=x0.dtype, device=x0.device)
+            d = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
             d = d / _per_sample(_flat_norm(d).clamp_min(1e-12), d)
-            r = torch.rand(x0.shape[0], generator=g, dtype=x0.dtype, device=x0.device)
+            r = torch.rand(x0.shape[0], generator=g, dtype=x0.dtype)
             delta = d * _per_sample(r * self.eps, d)
-        return self._project(x0 + delta, x0)
+        return self._project(x0 + delta.to(x0.device), x0)
 
     def _step(self, grad: Tensor) -> Tensor:
         if self.norm == "linf":
@@ -501,7 +507,12 @@ class DeepFool(Attack):
         self.max_iter = int(max_iter)
 
     def __call__(
-        self, images: Tensor, labels: Tensor | None = None, *, return_iterations: bool = False
+        self,
+        images: Tensor,
+        labels: Tensor | None = None,
+        *,
+        return_iterations: bool = False,
+        **kwargs: Any,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Attack ``images`` ([0, 1]); ``labels`` are ignored (the clean prediction is used).
 
@@ -509,7 +520,7 @@ class DeepFool(Attack):
             The adversarial images, and with ``return_iterations`` the ``(B,)`` number of
             iterations each sample took.
         """
-        return super().__call__(images, labels, return_iterations=return_iterations)
+        return super().__call__(images, labels, return_iterations=return_iterations, **kwargs)
 
     def forward(
         self, images: Tensor, labels: Tensor | None, return_iterations: bool = False, **kw: Any
@@ -582,7 +593,7 @@ class Slowdown(PGD):
     Args:
         model: see :class:`Attack`; needs at least one side exit.
         eps: L-inf budget (pixel units).
-        steps, alpha, random_start, seed: see :class:`PGD`.
+        steps, alpha, random_start, seed, generator: see :class:`PGD`.
         exits: the side exits to attack (default: all of them).
         confidence_weight: weight of the learned-confidence term.
 
@@ -602,9 +613,17 @@ class Slowdown(PGD):
         seed: int | None = None,
         exits: Sequence[int] | None = None,
         confidence_weight: float = 1.0,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(
-            model, eps, norm="linf", steps=steps, alpha=alpha, random_start=random_start, seed=seed
+            model,
+            eps,
+            norm="linf",
+            steps=steps,
+            alpha=alpha,
+            random_start=random_start,
+            seed=seed,
+            generator=generator,
         )
         num_exits = getattr(model, "num_exits", None)
         if num_exits is not None and num_exits < 2:
@@ -667,14 +686,15 @@ def attack_success_rate(
     if policy is not None:
         from exitwise.routing import route
 
+        if not isinstance(model, MultiExitNet):
+            raise TypeError(
+                f"a routed success rate needs a MultiExitNet, got {type(model).__name__}; "
+                "leave policy=None to score one exit"
+            )
         pred = route(model, x_adv, policy).prediction
     else:
-        modes = _save_modes(model)
-        model.eval()
-        try:
+        with eval_mode(model):
             out = model(x_adv)
-        finally:
-            _restore_modes(modes)
         logits = out if isinstance(out, Tensor) else as_exit_output(out[exit_idx]).logits
         pred = logits.argmax(dim=1)
     return float((pred != labels.to(pred.device)).double().mean())

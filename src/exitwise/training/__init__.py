@@ -1,4 +1,7 @@
-"""Training: per-exit loss weights, augmentation, the trainer and safe checkpoints."""
+"""Training: the joint loss and its per-exit weights, augmentation, the trainer, safe checkpoints.
+
+``iterate_batches`` lives in :mod:`exitwise.data` (re-exported here for older imports).
+"""
 
 from exitwise.training.checkpoint import (
     CheckpointError,
@@ -13,7 +16,7 @@ from exitwise.training.trainer import (
     iterate_batches,
     train,
 )
-from exitwise.training.weights import LOSS_WEIGHTS, loss_weights
+from exitwise.training.weights import LOSS_WEIGHTS, joint_loss, loss_weights
 
 load_checkpoint = load_model
 
@@ -29,5 +32,6 @@ __all__ = [
     "iterate_batches",
     "train",
     "LOSS_WEIGHTS",
+    "joint_loss",
     "loss_weights",
 ]

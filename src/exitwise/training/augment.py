@@ -49,10 +49,15 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
 
 
 def augment_batch(images: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> Tensor:
-    """Augment a float batch ``(B, C, H, W)`` in [0, 1]; returns a new tensor in [0, 1]."""
+    """Augment a float batch ``(B, C, H, W)`` in [0, 1]; returns a new tensor in [0, 1].
+
+    The random parameters (a few numbers per image) are drawn on the CPU from ``generator`` and
+    applied where ``images`` are, so one seed gives the same augmentation on every device.
+    """
     if cfg.is_identity or images.shape[0] == 0:
         return images
     b = images.shape[0]
+    dev, dtype = images.device, images.dtype
 
     def uniform(r: float) -> Tensor:
         return (torch.rand(b, generator=generator) * 2 - 1) * r
@@ -71,10 +76,10 @@ def augment_batch(images: Tensor, cfg: AugmentConfig, generator: torch.Generator
     sx = torch.where(flip, -1.0, 1.0)
     theta = torch.stack(
         [torch.stack([cos * sx, -sin, tx], 1), torch.stack([sin * sx, cos, ty], 1)], 1
-    ).to(images.dtype)  # (B, 2, 3)
+    ).to(device=dev, dtype=dtype)  # (B, 2, 3)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = (out - mean) * contrast.view(-1, 1, 1, 1).to(out.dtype) + mean
-    out = out * bright.view(-1, 1, 1, 1).to(out.dtype)
+    out = (out - mean) * contrast.view(-1, 1, 1, 1).to(device=dev, dtype=dtype) + mean
+    out = out * bright.view(-1, 1, 1, 1).to(device=dev, dtype=dtype)
     return out.clamp_(0, 1)

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from exitwise.atomic import atomic_write
 from exitwise.data import DatasetSplits
+from exitwise.devices import fork_rng
 from exitwise.errors import InputError, read_json_object
 from exitwise.nets import MultiExitNet, build_multi_exit
 
@@ -165,7 +166,8 @@ def check_model_files(directory: str | Path) -> tuple[MultiExitNet, dict]:
     if not isinstance(config, dict):
         raise CheckpointError(f"{js}: expected a model_config object, got {config!r}")
     try:
-        model = build_multi_exit(**config)
+        with fork_rng("cpu"):  # initialised only to be overwritten: leave the caller's RNG alone
+            model = build_multi_exit(**config)
     except (TypeError, ValueError, KeyError, IndexError) as e:
         reason = e.args[0] if e.args else type(e).__name__
         raise CheckpointError(f"{js}: its model_config does not build a model: {reason}") from None
@@ -192,12 +194,18 @@ def check_model_files(directory: str | Path) -> tuple[MultiExitNet, dict]:
     return model, meta
 
 
-def load_model(directory: str | Path) -> LoadedModel:
+def load_model(directory: str | Path, device: torch.device | str | None = None) -> LoadedModel:
     """Rebuild the model saved in ``directory`` and load its weights (strictly), after
-    :func:`check_model_files`."""
+    :func:`check_model_files`; the model is in eval mode, on ``device`` (default: the CPU).
+
+    Checkpoints hold CPU tensors, so a model trained on one device loads on any other. The
+    caller's global RNG state is left as it was.
+    """
     model, meta = check_model_files(directory)
     tensors, meta = load_pair(directory, "model")
     model.load_state_dict(tensors, strict=True)
+    if device is not None:
+        model.to(device)
     return LoadedModel(model.eval(), meta)
 
 

@@ -2,7 +2,14 @@
 
 Randomness is re-seeded from ``(seed, epoch)`` at the start of every epoch (shuffling,
 augmentation, dropout), so a run resumed from the checkpoint of epoch ``k`` continues exactly as an
-uninterrupted run would (on the CPU, with the same thread count).
+uninterrupted run would (on the same device, with the same thread count). Shuffling and the
+augmentation's parameters come from a CPU generator, so they are the same on every device;
+dropout draws from the training device's generator, seeded inside a fork of the caller's RNG
+state, which :func:`train` hands back unchanged.
+
+Training runs on one device (``cpu``, ``cuda``, ``mps``), in ``fp32`` or with ``bf16`` autocast,
+optionally in channels-last memory format; checkpoints hold CPU tensors, so a run may resume on
+another device.
 """
 
 from __future__ import annotations
@@ -15,15 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from exitwise.data import ArrayDataset, DatasetSplits
-from exitwise.nets import MultiExitNet
+from exitwise.data import ArrayDataset, DatasetSplits, iterate_batches
+from exitwise.devices import (
+    PRECISIONS,
+    autocast,
+    check_precision,
+    describe_device,
+    fork_rng,
+    module_device,
+    seed_rng,
+)
+from exitwise.nets import MultiExitNet, eval_mode
 from exitwise.training.augment import AUGMENT_PRESETS, augment_batch
 from exitwise.training.checkpoint import CheckpointError, load_pair, save_model, save_pair
 from exitwise.training.eenets import EENETS_LOSSES, eenets_loss
-from exitwise.training.weights import LOSS_WEIGHTS, loss_weights
+from exitwise.training.weights import LOSS_WEIGHTS, joint_loss, loss_weights
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate_exits", "iterate_batches"]
 
@@ -57,6 +72,12 @@ class TrainConfig:
         label_smoothing: cross-entropy label smoothing.
         seed: seeds shuffling, augmentation and dropout.
         eval_batch_size: batch size for validation.
+        precision: ``fp32``, or ``bf16`` for bfloat16 autocast in the forward pass and the loss
+            (weights, optimizer state and validation stay float32). Needs a device that runs
+            bf16: a CUDA GPU of compute capability >= 8.0, or the CPU (allowed, for testing;
+            usually slower there).
+        channels_last: keep the model and the batches in channels-last memory format (faster
+            convolutions on CUDA tensor cores); the numbers are the same up to rounding.
     """
 
     epochs: int = 10
@@ -78,6 +99,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     eval_batch_size: int = 512
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def validate(self) -> None:
         if self.epochs < 0 or self.backbone_epochs < 0:
@@ -109,6 +132,10 @@ class TrainConfig:
             )
         if self.two_stage and self.backbone_epochs == 0:
             raise ValueError("two_stage needs backbone_epochs > 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
 
     @property
     def total_epochs(self) -> int:
@@ -122,32 +149,30 @@ class TrainResult:
     resumed_from_epoch: int = 0
 
 
-def iterate_batches(
-    data: ArrayDataset,
-    batch_size: int,
-    generator: torch.Generator | None = None,
-    drop_last: bool = False,
-):
-    """Yield ``(float images in [0, 1], labels)`` batches, shuffled when a generator is given."""
-    n = len(data)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
-        yield data.images[idx].float().div_(255), data.labels[idx]
+#: Keys of :class:`TrainConfig` that change how, not what, is computed: a run resumes when only
+#: they differ (like the device, which is not part of the training config at all).
+EXECUTION_KEYS = ("channels_last",)
 
 
 @torch.no_grad()
-def evaluate_exits(model: MultiExitNet, data: ArrayDataset, batch_size: int = 512) -> list[float]:
-    """Accuracy of every exit on ``data`` (each exit sees every sample)."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros(model.num_exits, dtype=torch.int64)
-    for x, y in iterate_batches(data, batch_size):
-        for i, logits in enumerate(model(x)):
-            correct[i] += int((logits.argmax(dim=1) == y).sum())
-    model.train(was_training)
-    return (correct.double() / max(len(data), 1)).tolist()
+def evaluate_exits(
+    model: MultiExitNet,
+    data: ArrayDataset,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> list[float]:
+    """Accuracy of every exit on ``data`` (each exit sees every sample).
+
+    Runs in eval mode (every submodule's mode is restored) on ``device``, where the batches are
+    moved (default: the model's device; the model must be there).
+    """
+    dev = torch.device(device) if device is not None else module_device(model)
+    correct = torch.zeros(model.num_exits, dtype=torch.int64, device=dev)
+    with eval_mode(model):
+        for x, y in iterate_batches(data, batch_size, device=dev):
+            for i, logits in enumerate(model(x)):
+                correct[i] += (logits.argmax(dim=1) == y).sum()
+    return (correct.cpu().double() / max(len(data), 1)).tolist()
 
 
 def _lr_at(cfg: TrainConfig, phase_epochs: int, progress: float) -> float:
@@ -170,7 +195,8 @@ def _phase_name(cfg: TrainConfig, epoch: int, exits_only: bool) -> str:
 
 
 def _make_optimizer(model: MultiExitNet, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    decay: list[Tensor] = []
+    no_decay: list[Tensor] = []
     for p in model.parameters():
         (no_decay if p.dim() <= 1 else decay).append(p)  # no weight decay on BN and biases
     groups = [
@@ -216,6 +242,13 @@ def _set_phase(model: MultiExitNet, exits_only: bool) -> None:
             p.requires_grad_(True)
 
 
+def _resume_view(train_config: dict[str, Any]) -> dict[str, Any]:
+    """A saved training config as compared for resuming: keys added since it was saved take
+    their defaults, and the execution-only keys are left out."""
+    full = {**asdict(TrainConfig()), **train_config}
+    return {k: v for k, v in full.items() if k not in EXECUTION_KEYS}
+
+
 def train(
     model: MultiExitNet,
     data: DatasetSplits,
@@ -224,18 +257,25 @@ def train(
     on_step: Callable[[int, int, int, float], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = True,
+    device: torch.device | str | None = None,
 ) -> TrainResult:
     """Train every exit of ``model`` on ``data.train``, validating each epoch on ``data.val``.
 
     With ``run_dir`` a checkpoint is written atomically after every epoch and the final model is
     saved as ``model.safetensors`` + ``model.json``; with ``resume`` an existing checkpoint there
-    is continued.
+    is continued (on any device: the device is not part of the compared configuration; the
+    precision is). The caller's global RNG state is the same afterwards; the model is left in
+    eval mode on ``device``.
 
     Args:
+        device: where to train; the model is moved there (default: where it is).
         on_step: called as ``on_step(epoch, step, steps_per_epoch, loss)``.
-        on_epoch: called with each epoch's record (loss, per-exit validation accuracy, seconds).
+        on_epoch: called with each epoch's record (loss, per-exit validation accuracy, seconds,
+            threads, device and precision).
     """
     cfg.validate()
+    dev = torch.device(device) if device is not None else module_device(model)
+    check_precision(cfg.precision, dev)
     if cfg.loss == "eenets" and not model.has_confidence:
         raise ValueError(
             "the eenets loss needs side exits with a learned confidence: build the model with "
@@ -249,13 +289,18 @@ def train(
         )
     if data.num_classes != model.num_classes:
         raise ValueError(f"the data has {data.num_classes} classes, the model {model.num_classes}")
+    model.to(dev)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = _make_optimizer(model, cfg)
     result = TrainResult()
     start_epoch = 0
     cfg_dict = asdict(cfg)
     if run_dir is not None and resume and (Path(run_dir) / "train_state.json").exists():
         tensors, meta = load_pair(run_dir, "train_state")
-        if meta["model_config"] != model.config or meta["train_config"] != cfg_dict:
+        if meta["model_config"] != model.config or _resume_view(
+            meta["train_config"]
+        ) != _resume_view(cfg_dict):
             raise CheckpointError(
                 f"{run_dir} holds a checkpoint of a different model or training config; "
                 "use another run directory or resume=False"
@@ -263,92 +308,98 @@ def train(
         model.load_state_dict(
             {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         )
-        _load_optimizer(opt, tensors, meta["optimizer"])
+        _load_optimizer(opt, tensors, meta["optimizer"])  # moved to the parameters' device
         start_epoch = meta["epoch"]
         result.history = meta["history"]
         result.seconds = meta["seconds"]
         result.resumed_from_epoch = start_epoch
 
     aug = AUGMENT_PRESETS[cfg.augment]
-    costs = model.costs.path_fractions  # EENets' exit costs: measured FLOPs fractions
+    costs = model.costs_at(data.input_shape).path_fractions  # EENets' exit costs (FLOPs)
     n_train = len(data.train)
     steps = max(n_train // cfg.batch_size, 1)
     first_phase = cfg.backbone_epochs if cfg.two_stage else 0
-    for epoch in range(start_epoch, cfg.total_epochs):
-        t0 = time.perf_counter()
-        exits_only = cfg.two_stage and epoch >= first_phase
-        phase_epochs = cfg.epochs if exits_only or not cfg.two_stage else first_phase
-        phase_epoch = epoch - first_phase if exits_only else epoch
-        if cfg.two_stage and not exits_only:
-            weights = loss_weights("final", model.num_exits)
-        else:
-            weights = loss_weights(cfg.loss_weights, model.num_exits, phase_epoch, phase_epochs)
-        if exits_only:  # the backbone's own exit is frozen: only the side exits learn
-            weights = [*weights[:-1], 0.0]
-        _set_phase(model, exits_only)
-        model.train()
-        if exits_only:
-            for module in model.stages:
-                module.eval()  # keep the frozen backbone's batch-norm statistics
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        torch.manual_seed(cfg.seed * 7_919 + epoch)
-        total_loss, seen = 0.0, 0
-        for step, (x, y) in enumerate(
-            iterate_batches(data.train, cfg.batch_size, g, drop_last=True)
-        ):
-            lr = _lr_at(cfg, phase_epochs, phase_epoch + step / steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = augment_batch(x, aug, g)
-            if cfg.loss == "eenets":
-                version = "v0" if epoch < cfg.eenets_v0_epochs else cfg.eenets_loss
-                loss, _, _ = eenets_loss(
-                    model.forward_outputs(x), y, costs, version, cfg.eenets_lambda
-                )
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    where = describe_device(dev)
+    with fork_rng(dev):  # per-epoch seeding below; the caller's RNG state comes back after
+        for epoch in range(start_epoch, cfg.total_epochs):
+            t0 = time.perf_counter()
+            exits_only = cfg.two_stage and epoch >= first_phase
+            phase_epochs = cfg.epochs if exits_only or not cfg.two_stage else first_phase
+            phase_epoch = epoch - first_phase if exits_only else epoch
+            if cfg.two_stage and not exits_only:
+                weights = loss_weights("final", model.num_exits)
             else:
-                loss = sum(
-                    w * F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-                    for w, out in zip(weights, model(x), strict=True)
-                    if w > 0
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total_loss += float(loss.detach()) * len(y)
-            seen += len(y)
-            if on_step is not None:
-                on_step(epoch, step, steps, float(loss.detach()))
-        val_acc = evaluate_exits(model, data.val, cfg.eval_batch_size) if len(data.val) else []
-        seconds = time.perf_counter() - t0
-        result.seconds += seconds
-        record = {
-            "epoch": epoch + 1,
-            "phase": _phase_name(cfg, epoch, exits_only),
-            "train_loss": total_loss / max(seen, 1),
-            "val_accuracy": val_acc,
-            "lr_end": lr if seen else cfg.lr,
-            "seconds": seconds,
-            "threads": torch.get_num_threads(),
-        }
-        result.history.append(record)
-        if run_dir is not None:  # checkpoint first: an interruption in on_epoch loses nothing
-            model_t = {f"model.{k}": v for k, v in model.state_dict().items()}
-            opt_t, opt_meta = _optimizer_tensors(opt)
-            save_pair(
-                run_dir,
-                "train_state",
-                {**model_t, **opt_t},
-                {
-                    "epoch": epoch + 1,
-                    "history": result.history,
-                    "seconds": result.seconds,
-                    "model_config": model.config,
-                    "train_config": cfg_dict,
-                    "optimizer": opt_meta,
-                },
+                weights = loss_weights(cfg.loss_weights, model.num_exits, phase_epoch, phase_epochs)
+            if exits_only:  # the backbone's own exit is frozen: only the side exits learn
+                weights = [*weights[:-1], 0.0]
+            _set_phase(model, exits_only)
+            model.train()
+            if exits_only:
+                for module in model.stages:
+                    module.eval()  # keep the frozen backbone's batch-norm statistics
+            g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            seed_rng(cfg.seed * 7_919 + epoch, dev)  # dropout
+            total_loss = torch.zeros((), dtype=torch.float64, device=dev)
+            seen = 0
+            lr = cfg.lr
+            batches = iterate_batches(data.train, cfg.batch_size, g, drop_last=True, device=dev)
+            for step, (x, y) in enumerate(batches):
+                lr = _lr_at(cfg, phase_epochs, phase_epoch + step / steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x = augment_batch(x, aug, g).contiguous(memory_format=memory_format)
+                with autocast(dev, cfg.precision):
+                    if cfg.loss == "eenets":
+                        version = "v0" if epoch < cfg.eenets_v0_epochs else cfg.eenets_loss
+                        loss, _, _ = eenets_loss(
+                            model.forward_outputs(x), y, costs, version, cfg.eenets_lambda
+                        )
+                    else:
+                        loss = joint_loss(model(x), y, weights, cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total_loss += loss.detach().double() * len(y)
+                seen += len(y)
+                if on_step is not None:
+                    on_step(epoch, step, steps, float(loss.detach()))
+            val_acc = (
+                evaluate_exits(model, data.val, cfg.eval_batch_size, dev) if len(data.val) else []
             )
-        if on_epoch is not None:
-            on_epoch(record)
+            seconds = time.perf_counter() - t0
+            result.seconds += seconds
+            record = {
+                "epoch": epoch + 1,
+                "phase": _phase_name(cfg, epoch, exits_only),
+                "train_loss": float(total_loss) / max(seen, 1),
+                "val_accuracy": val_acc,
+                "lr_end": lr,
+                "seconds": seconds,
+                "threads": torch.get_num_threads(),
+                "device": where,
+                "precision": cfg.precision,
+                "channels_last": cfg.channels_last,
+            }
+            result.history.append(record)
+            if run_dir is not None:  # checkpoint first: an interruption in on_epoch loses nothing
+                model_t = {f"model.{k}": v for k, v in model.state_dict().items()}
+                opt_t, opt_meta = _optimizer_tensors(opt)
+                save_pair(
+                    run_dir,
+                    "train_state",
+                    {**model_t, **opt_t},
+                    {
+                        "epoch": epoch + 1,
+                        "history": result.history,
+                        "seconds": result.seconds,
+                        "model_config": model.config,
+                        "train_config": cfg_dict,
+                        "optimizer": opt_meta,
+                    },
+                )
+            if on_epoch is not None:
+                on_epoch(record)
     _set_phase(model, False)
     model.eval()
     if run_dir is not None:
@@ -360,6 +411,8 @@ def train(
                 "history": result.history,
                 "train_seconds": result.seconds,
                 "dataset": data.name,
+                "device": where,
+                "precision": cfg.precision,
             },
         )
     return result

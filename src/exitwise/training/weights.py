@@ -1,17 +1,22 @@
-"""Per-exit loss weights (BranchyNet's weighted joint loss).
+"""BranchyNet's weighted joint loss and its per-exit weight schedules.
 
-Every schedule has one signature, ``schedule(num_exits, epoch, total_epochs) -> list[float]``, and
-its weights sum to 1 (as torchtune's ``early_exit_loss`` schedules do).
+:func:`joint_loss` is ``sum_i w_i * CE(logits_i, y)`` over the exits (Teerapittayanon et al.,
+"BranchyNet", ICPR 2016). Every schedule has one signature,
+``schedule(num_exits, epoch, total_epochs) -> list[float]``, and its weights sum to 1 (as
+torchtune's ``early_exit_loss`` schedules do).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
 
 from exitwise.registry import Registry
 
-__all__ = ["LOSS_WEIGHTS", "loss_weights"]
+__all__ = ["LOSS_WEIGHTS", "loss_weights", "joint_loss"]
 
 WeightSchedule = Callable[[int, int, int], list[float]]
 LOSS_WEIGHTS: Registry[WeightSchedule] = Registry("loss-weight schedule")
@@ -50,7 +55,7 @@ def final(num_exits: int, epoch: int = 0, total_epochs: int = 1) -> list[float]:
 def gradual(num_exits: int, epoch: int = 0, total_epochs: int = 1) -> list[float]:
     """Start uniform and shift weight to the deeper exits linearly over training."""
     t = min(max(epoch / max(total_epochs - 1, 1), 0.0), 1.0)
-    u, lin = uniform(num_exits), linear(num_exits)
+    u, lin = uniform(num_exits, epoch, total_epochs), linear(num_exits, epoch, total_epochs)
     return [(1 - t) * a + t * b for a, b in zip(u, lin, strict=True)]
 
 
@@ -59,3 +64,38 @@ def loss_weights(name: str, num_exits: int, epoch: int = 0, total_epochs: int = 
     if num_exits < 1:
         raise ValueError(f"num_exits must be >= 1, got {num_exits}")
     return LOSS_WEIGHTS.get(name)(num_exits, epoch, total_epochs)
+
+
+def joint_loss(
+    exit_logits: Sequence[Tensor],
+    target: Tensor,
+    weights: Sequence[float],
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """The weighted joint loss ``sum_i weights[i] * cross_entropy(exit_logits[i], target)``.
+
+    Exits of weight 0 are left out (no gradient flows into them), e.g. the frozen backbone's own
+    exit in two-stage training.
+
+    Args:
+        exit_logits: every exit's logits, shallow to deep.
+        target: class indices.
+        weights: one weight per exit (a schedule of :data:`LOSS_WEIGHTS`), not all zero.
+        label_smoothing: cross-entropy label smoothing.
+
+    Shape:
+        ``exit_logits[i]`` ``(B, K)``, ``target`` ``(B,)``; output a scalar.
+    """
+    if len(weights) != len(exit_logits):
+        raise ValueError(f"one weight per exit expected, got {len(weights)} for {len(exit_logits)}")
+    terms = [
+        w * F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+        for w, logits in zip(weights, exit_logits, strict=True)
+        if w > 0
+    ]
+    if not terms:
+        raise ValueError(f"every exit's weight is 0 ({list(weights)}): nothing would learn")
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
