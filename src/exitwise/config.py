@@ -77,7 +77,13 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    """Everything one ``exitwise run`` needs."""
+    """Everything one ``exitwise run`` needs.
+
+    ``device`` is ``auto`` (CUDA if a GPU is visible, else MPS if available, else the CPU),
+    ``cpu``, ``cuda`` (or ``cuda:N``) or ``mps``; training, evaluation and the robustness study
+    run there. It is not part of what a resumed training compares, so a run may continue on
+    another device.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -85,6 +91,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str = "runs/signs"
     threads: int = 2
+    device: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -303,6 +310,7 @@ def check_config(cfg: RunConfig) -> None:
         raise ConfigError(f"data.val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
     if cfg.threads < 1:
         raise ConfigError(f"threads must be >= 1, got {cfg.threads}")
+    _check_device(cfg)
     if not 0 <= cfg.eval.tolerance < 1:
         raise ConfigError(f"eval.tolerance must be in [0, 1), got {cfg.eval.tolerance}")
     if cfg.eval.batch_size < 1:
@@ -358,6 +366,20 @@ def check_config(cfg: RunConfig) -> None:
     for folder in (out, *out.parents):
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"output_dir {str(out)!r}: {folder} is a file; expected a folder")
+
+
+def _check_device(cfg: RunConfig) -> None:
+    """The device exists on this machine and runs the training precision."""
+    from exitwise.devices import check_precision, resolve_device
+
+    try:
+        device = resolve_device(cfg.device)
+    except ValueError as e:
+        raise ConfigError(f"device: {e}") from None
+    try:
+        check_precision(cfg.train.precision, device)
+    except ValueError as e:
+        raise ConfigError(f"train.precision: {e}") from None
 
 
 def _registered(registry: Any, name: Any, where: str, kind: str = "name") -> Any:
