@@ -3,11 +3,32 @@ import torch
 
 from exitwise.experiments import choose_threshold, efficiency_study
 from exitwise.results import EfficiencyResult, OperatingPoint
-from tests.training.test_trainer import tiny_data, tiny_model
+from exitwise.training import TrainConfig, train
+from tests.training.test_trainer import CFG, tiny_data, tiny_model
 
 
 def pt(t, acc, flops):
     return OperatingPoint(t, acc, flops, flops / 100, (1.0,))
+
+
+@torch.no_grad()
+def routed_accuracy(model, split, rule, threshold):
+    """Accuracy when each image leaves at the first exit whose softmax passes the rule (max
+    probability >= t, or entropy / log(classes) <= t), else at the last: by hand."""
+    exit_logits = model(split.images.float() / 255)
+    pred = exit_logits[-1].argmax(1)
+    left = torch.zeros(len(pred), dtype=torch.bool)
+    for logits in exit_logits[:-1]:
+        p = logits.softmax(1)
+        if rule == "max_probability":
+            leaves = p.max(1).values >= threshold
+        else:
+            entropy = -(p * p.clamp_min(1e-30).log()).sum(1) / torch.log(torch.tensor(p.shape[1]))
+            leaves = entropy <= threshold
+        take = leaves & ~left
+        pred = torch.where(take, logits.argmax(1), pred)
+        left |= leaves
+    return float((pred == split.labels).double().mean())
 
 
 def test_choose_threshold_takes_the_cheapest_good_enough_point():
@@ -19,7 +40,9 @@ def test_choose_threshold_takes_the_cheapest_good_enough_point():
 def test_study_reports_every_exit_policy_and_oracle():
     torch.manual_seed(0)
     data = tiny_data()
-    model = tiny_model().eval()
+    model = tiny_model()
+    train(model, data, TrainConfig(**{**CFG, "epochs": 1}))  # exits that disagree: 100% / 62%
+    model.eval()
     ev = efficiency_study(model, data, tolerance=0.0, model_name="tiny")
     assert [e.exit for e in ev.exits] == [0, 1]
     assert ev.costs.backbone_flops == ev.backbone.flops == model.costs.backbone_flops
@@ -33,6 +56,13 @@ def test_study_reports_every_exit_policy_and_oracle():
         # the chosen threshold's validation accuracy is the validation sweep's at that threshold
         (val_point,) = [p for p in pol.val_sweep if p.threshold == pol.chosen.threshold]
         assert pol.chosen.val_accuracy == val_point.accuracy
+        # ... and what routing the validation split by hand gives, there and at every threshold
+        assert pol.chosen.val_accuracy == pytest.approx(
+            routed_accuracy(model, data.val, name, pol.chosen.threshold), abs=1e-12
+        )
+        by_hand = [routed_accuracy(model, data.val, name, p.threshold) for p in pol.val_sweep]
+        assert [p.accuracy for p in pol.val_sweep] == pytest.approx(by_hand, abs=1e-12)
+        assert len(set(by_hand)) > 1  # the sweep is not flat: a wrong threshold would show
         assert pol.chosen.val_accuracy >= val_acc[-1]  # tolerance 0: not below the final exit
     assert ev.oracle.accuracy >= max(e.accuracy for e in ev.exits) - 1e-12
     assert EfficiencyResult.from_json(ev.to_json()) == ev
