@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from exitwise.data import ArrayDataset, DatasetSplits
+from exitwise.data import ArrayDataset, DatasetSplits, iterate_batches
+from exitwise.devices import module_device
 from exitwise.nets import ExitOutput, MultiExitNet
 from exitwise.policies import POLICIES, LearnedConfidence
 from exitwise.results import (
@@ -26,7 +27,6 @@ from exitwise.results import (
     PolicyResult,
 )
 from exitwise.routing import collect_outputs, oracle, pareto_front, sweep
-from exitwise.training.trainer import iterate_batches
 
 __all__ = ["choose_threshold", "efficiency_study"]
 
@@ -42,7 +42,8 @@ def choose_threshold(points: Sequence[OperatingPoint], target_accuracy: float) -
 def _outputs(
     model: MultiExitNet, data: ArrayDataset, batch_size: int, progress: Callable[[int], None] | None
 ) -> tuple[list[ExitOutput], torch.Tensor]:
-    outputs, labels = collect_outputs(model, iterate_batches(data, batch_size), progress)
+    batches = iterate_batches(data, batch_size, device=module_device(model))  # uint8 travels
+    outputs, labels = collect_outputs(model, batches, progress)
     assert labels is not None
     return outputs, labels
 
@@ -66,7 +67,7 @@ def efficiency_study(
     validation accuracy is within ``tolerance`` of the final exit's; its test numbers are reported.
     Models with EENets exits also get ``learned_confidence`` (with its default threshold 0.5
     reported as ``default``) next to the max-probability and entropy rules. Costs are those of
-    the data's input shape.
+    the data's input shape. It runs where the model is; the outputs are kept on the CPU.
     """
     names = list(policies)
     for name in names:
@@ -74,7 +75,7 @@ def efficiency_study(
     if model.has_confidence and "learned_confidence" not in names:
         names.append("learned_confidence")  # EENets: its own rule next to the others
     names = [n for n in names if model.has_confidence or not POLICIES.get(n).needs_confidence]
-    costs = model.costs
+    costs = model.costs_at(data.input_shape)
     bb = costs.backbone_flops
     test_out, test_y = _outputs(model, data.test, batch_size, progress)
     val_out, val_y = (

@@ -11,6 +11,7 @@ from typing import Any
 from exitwise.atomic import write_json
 from exitwise.config import ConfigError, RunConfig
 from exitwise.data import DatasetSplits, load_dataset
+from exitwise.devices import resolve_device
 from exitwise.experiments.efficiency import efficiency_study
 from exitwise.experiments.rundir import RUN_CONFIG, check_output_dir, check_resume
 from exitwise.nets import MultiExitNet, build_multi_exit, build_preset
@@ -63,9 +64,11 @@ def train_run(
     on_step: Callable[[int, int, int, float], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[MultiExitNet, TrainResult, DatasetSplits]:
-    """Train the configured model into ``cfg.output_dir`` (resuming a run found there).
+    """Train the configured model into ``cfg.output_dir`` (resuming a run found there), on
+    ``cfg.device``.
 
-    A run there of another config or model is refused before anything is written.
+    A run there of another config or model is refused before anything is written; one trained
+    on another device is resumed.
     """
     check_output_dir(cfg)
     data = data or load_data(cfg)
@@ -74,7 +77,8 @@ def train_run(
     check_resume(out, model)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / RUN_CONFIG, cfg.to_dict())
-    result = train(model, data, cfg.train, out, on_step=on_step, on_epoch=on_epoch)
+    device = resolve_device(cfg.device)
+    result = train(model, data, cfg.train, out, on_step=on_step, on_epoch=on_epoch, device=device)
     return model, result, data
 
 
@@ -85,7 +89,8 @@ def evaluate_run(
     progress: Callable[[int], None] | None = None,
     command: str | None = None,
 ) -> tuple[EfficiencyResult, Path]:
-    """Evaluate the model saved in ``run_dir``; write ``evaluation.json`` and the report there.
+    """Evaluate the model saved in ``run_dir`` on ``cfg.device``; write ``evaluation.json`` and
+    the report there. The training's device and precision come from its epoch records.
 
     Returns:
         The evaluation and the path of ``report.html``.
@@ -93,7 +98,7 @@ def evaluate_run(
     from exitwise.report import write_report
 
     run_dir = Path(run_dir)
-    loaded = load_model(run_dir)
+    loaded = load_model(run_dir, device=resolve_device(cfg.device))
     data = data or load_data(cfg)
     check_model_fits(loaded.model, data, run_dir)
     name = cfg.model.preset or loaded.model.config.get("backbone", "model")

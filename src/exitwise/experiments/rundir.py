@@ -25,11 +25,19 @@ from exitwise.config import ConfigError, RunConfig, load_config
 from exitwise.errors import InputError, read_json_object
 from exitwise.nets import MultiExitNet
 from exitwise.training.checkpoint import CheckpointError, check_model_files, check_pair
+from exitwise.training.trainer import resume_view
 
 __all__ = ["RUN_CONFIG", "check_output_dir", "check_resume", "run_config"]
 
 RUN_CONFIG = "run_config.json"
 _SAVED = ("train_state", "model")  # the checkpoint pairs a run directory may hold
+
+
+def _without_device(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config without its device: the device is where a command runs, not what the
+    run is, so a run trained on a GPU is resumed or evaluated on any machine (the command's
+    own device setting, default auto, applies)."""
+    return {k: v for k, v in saved.items() if k != "device"}
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -70,13 +78,15 @@ def check_output_dir(cfg: RunConfig) -> None:
     if saved_path.exists():
         saved = read_json_object(saved_path, f"the config of the run trained in {out}")
         try:
-            old = load_config(base=saved)
+            old = load_config(base=_without_device(saved))
         except InputError as e:
             raise ConfigError(f"{saved_path}: {e}") from None
         for section in ("data", "model", "train"):
             a, b = asdict(getattr(old, section)), asdict(getattr(cfg, section))
             if section == "data":
                 a.pop("root"), b.pop("root")
+            if section == "train":  # execution-only keys (channels_last) may change
+                a, b = resume_view(a), resume_view(b)
             diff = _first_difference(a, b, section)
             if diff:
                 key, was, now = diff
@@ -90,7 +100,9 @@ def check_output_dir(cfg: RunConfig) -> None:
             saved_train = meta.get("train_config")
             if saved_train is None:
                 continue
-            diff = _first_difference(saved_train, asdict(cfg.train), "train")
+            diff = _first_difference(
+                resume_view(saved_train), resume_view(asdict(cfg.train)), "train"
+            )
             if diff:
                 key, was, now = diff
                 raise CheckpointError(
@@ -129,6 +141,7 @@ def run_config(run_dir: str | Path, overrides: list[str] | None = None) -> RunCo
     base = None
     if saved_path.exists():
         base = read_json_object(saved_path, "the config of the run, written by `exitwise train`")
+        base = _without_device(base)
         try:
             load_config(base=base)
         except InputError as e:

@@ -40,7 +40,15 @@ from exitwise.training.checkpoint import CheckpointError, load_pair, save_model,
 from exitwise.training.eenets import EENETS_LOSSES, eenets_loss
 from exitwise.training.weights import LOSS_WEIGHTS, joint_loss, loss_weights
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate_exits", "iterate_batches"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "evaluate_exits",
+    "iterate_batches",
+    "resume_view",
+    "EXECUTION_KEYS",
+]
 
 
 @dataclass
@@ -242,7 +250,7 @@ def _set_phase(model: MultiExitNet, exits_only: bool) -> None:
             p.requires_grad_(True)
 
 
-def _resume_view(train_config: dict[str, Any]) -> dict[str, Any]:
+def resume_view(train_config: dict[str, Any]) -> dict[str, Any]:
     """A saved training config as compared for resuming: keys added since it was saved take
     their defaults, and the execution-only keys are left out."""
     full = {**asdict(TrainConfig()), **train_config}
@@ -298,9 +306,9 @@ def train(
     cfg_dict = asdict(cfg)
     if run_dir is not None and resume and (Path(run_dir) / "train_state.json").exists():
         tensors, meta = load_pair(run_dir, "train_state")
-        if meta["model_config"] != model.config or _resume_view(
-            meta["train_config"]
-        ) != _resume_view(cfg_dict):
+        if meta["model_config"] != model.config or resume_view(meta["train_config"]) != resume_view(
+            cfg_dict
+        ):
             raise CheckpointError(
                 f"{run_dir} holds a checkpoint of a different model or training config; "
                 "use another run directory or resume=False"
