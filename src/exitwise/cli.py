@@ -358,12 +358,15 @@ def compare(
     from exitwise.experiments.compare import CompareError, compare_runs
     from exitwise.report import comparison_markdown, write_comparison
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; expected a folder for the comparison files")
+    if goal_fraction is not None and not goal_fraction > 0:
+        raise InputError(f"--goal-fraction must be a positive fraction, got {goal_fraction}")
     runs = {}
     for d in run_dirs:
         name = d.resolve().name
         if name in runs:
-            err.print(f"[red]two runs are named {name}: give directories with distinct names[/red]")
-            raise typer.Exit(2)
+            raise InputError(f"two runs are named {name}: give directories with distinct names")
         runs[name] = _read_evaluation(d)
     ref = (reference.resolve().name, _read_evaluation(reference)) if reference else None
     try:
