@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from exitwise.nets import MultiExitNet
+from exitwise.devices import describe_device, module_device
+from exitwise.nets import MultiExitNet, eval_mode
 from exitwise.policies import Capped, ExitPolicy
 from exitwise.results import (
     DisturbanceResult,
@@ -105,16 +106,21 @@ def perturb(
     seed: int,
     policy_threshold: float = 0.9,
 ) -> Tensor:
-    """The disturbed batch ``x`` (pixel space [0, 1]) for one disturbance and level."""
+    """The disturbed batch ``x`` (pixel space [0, 1]) for one disturbance and level.
+
+    ``seed`` seeds the noise and the attacks' random starts; both are drawn on the CPU (the
+    noise is applied there too), so they are the same on every device, and the global RNG is
+    not touched.
+    """
     if level == 0:
         return x
     if d.kind == "corruption":
         from exitwise.robustness.corruptions import corrupt
 
-        return corrupt(d.name, x, float(level), torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        return corrupt(d.name, x.cpu(), float(level), g).to(x.device)
     from exitwise.robustness import attacks as A
 
-    torch.manual_seed(seed)  # PGD's random start
     target = d.target
     opts: dict[str, Any] = {"target": target}
     if target == "routed":
@@ -125,11 +131,13 @@ def perturb(
     elif d.name == "bim":
         atk = A.BIM(model, eps=level, alpha=level / 4, steps=10, **opts)
     elif d.name == "pgd":
-        atk = A.PGD(model, eps=level, alpha=level / 4, steps=10, random_start=True, **opts)
+        atk = A.PGD(
+            model, eps=level, alpha=level / 4, steps=10, random_start=True, seed=seed, **opts
+        )
     elif d.name == "deepfool":
         atk = A.DeepFool(model, max_iter=int(level), **opts)
     elif d.name == "slowdown":
-        atk = A.Slowdown(model, eps=level, alpha=level / 4, steps=10)
+        atk = A.Slowdown(model, eps=level, alpha=level / 4, steps=10, seed=seed)
     else:
         raise ValueError(f"unknown disturbance {d.name!r}")
     return atk(x, y)
@@ -157,7 +165,7 @@ def _measure(
     outputs, _ = collect_outputs(
         model, (x[i : i + batch_size] for i in range(0, len(x), batch_size))
     )
-    costs = model.costs
+    costs = model.costs_at(x.shape[1:])
     exit_accuracy = [float((o.logits.argmax(1) == y).double().mean()) for o in outputs]
     points = {}
     for name, policy in policies.items():
@@ -204,11 +212,13 @@ def robustness_study(
     state_path: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     dataset: str = "",
+    device: torch.device | str | None = None,
 ) -> RobustnessResult:
     """Run every disturbance at every level; return (and save) the study's tables.
 
     Args:
-        model: the trained multi-exit network (run in eval mode).
+        model: the trained multi-exit network (run in eval mode; every submodule's mode is
+            restored afterwards, also when the study raises).
         images, labels: the evaluation images in [0, 1] and their labels.
         policy: the exit rule whose routed accuracy and FLOPs are reported (``routed``).
         disturbances: what to apply (:func:`default_disturbances`).
@@ -220,7 +230,13 @@ def robustness_study(
             dataset) is the same, and starts afresh otherwise.
         progress: called with a label after each finished (disturbance, level).
         dataset: the dataset's name, recorded with the configuration.
+        device: where to run (the model is moved there); default: where the model is. Images
+            and labels may be on the CPU: each batch is moved there, and the disturbed images
+            and outputs come back to the CPU. The device is recorded with the configuration.
     """
+    if device is not None:
+        model.to(device)
+    dev = module_device(model)
     policies: dict[str, ExitPolicy] = {"routed": policy}
     if cap_exit is not None:
         policies["capped"] = Capped(policy, cap_exit)
@@ -233,39 +249,41 @@ def robustness_study(
         disturbances=[DisturbanceSpec(d.name, tuple(d.levels), d.target) for d in disturbances],
         model=model_fingerprint(model),
         dataset=dataset,
+        device=describe_device(dev),
     )
     path = Path(state_path) if state_path else None
     study = RobustnessResult(config, _resumable(path, config))
     threshold = getattr(policy, "threshold", 0.9)
     threshold = threshold if isinstance(threshold, float) else 0.9
-    for di, d in enumerate(disturbances):
-        for li, level in enumerate(d.levels):
-            key = f"{d.key}@{level:g}"
-            if key in study.results:
+    with eval_mode(model):
+        for di, d in enumerate(disturbances):
+            for li, level in enumerate(d.levels):
+                key = f"{d.key}@{level:g}"
+                if key in study.results:
+                    if progress is not None:
+                        progress(key + " (resumed)")
+                    continue
+                x_dist = torch.cat(
+                    [
+                        perturb(
+                            model,
+                            d,
+                            level,
+                            images[i : i + batch_size].to(dev),
+                            labels[i : i + batch_size].to(dev),
+                            seed * 1_000_003 + di * 1_009 + li * 7 + i,
+                            threshold,
+                        ).cpu()
+                        for i in range(0, len(images), batch_size)
+                    ]
+                )
+                study.results[key] = _measure(
+                    model, x_dist.detach(), labels.cpu(), policies, batch_size, d, level
+                )
+                if path is not None:
+                    study.save(path)
                 if progress is not None:
-                    progress(key + " (resumed)")
-                continue
-            x_dist = torch.cat(
-                [
-                    perturb(
-                        model,
-                        d,
-                        level,
-                        images[i : i + batch_size],
-                        labels[i : i + batch_size],
-                        seed * 1_000_003 + di * 1_009 + li * 7 + i,
-                        threshold,
-                    )
-                    for i in range(0, len(images), batch_size)
-                ]
-            )
-            study.results[key] = _measure(
-                model, x_dist.detach(), labels, policies, batch_size, d, level
-            )
-            if path is not None:
-                study.save(path)
-            if progress is not None:
-                progress(key)
+                    progress(key)
     study.slowdown = slowdown_summary(study)
     return study
 
@@ -337,11 +355,13 @@ def plan_robustness(
     cap_exit: int = 1,
     quick: bool = False,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> RobustnessPlan:
     """Check every option and file of a robustness study of ``run_dir`` before any data loads.
 
     The max-probability threshold defaults to the one chosen on validation in the run's
-    ``evaluation.json``, else 0.9.
+    ``evaluation.json``, else 0.9. The model is loaded onto ``device`` (default: the CPU), where
+    the study runs.
 
     Raises:
         InputError: a bad option or file, with a one-line message.
@@ -356,7 +376,7 @@ def plan_robustness(
         raise InputError(f"--samples must be a positive number of test images, got {samples}")
     if threshold is not None and not 0 <= threshold <= 1.01:
         raise InputError(f"--threshold is a max-probability in [0, 1], got {threshold}")
-    model = load_model(run_dir).model
+    model = load_model(run_dir, device=device).model
     if not 0 <= cap_exit < model.num_exits - 1:
         raise InputError(
             f"--cap-exit must be a side exit in 0..{model.num_exits - 2} of this "
