@@ -80,6 +80,20 @@ Overrides = Annotated[
         show_default=False,
     ),
 ]
+DeviceOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--device",
+        help="where to compute: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps; "
+        "the same as the override device=...",
+        show_default=False,
+    ),
+]
+
+
+def _with_device(overrides: list[str] | None, device: str | None) -> list[str] | None:
+    """``--device`` as the override ``device=...`` (it wins over the config's)."""
+    return [*(overrides or []), f"device={device}"] if device else overrides
 
 
 def _setup(
@@ -219,7 +233,7 @@ def _command() -> str:
 
 
 @app.command()
-def run(config: ConfigOpt = None, overrides: Overrides = None) -> None:
+def run(config: ConfigOpt = None, overrides: Overrides = None, device: DeviceOpt = None) -> None:
     """The main job: train a multi-exit network, evaluate every exit and policy, write a report.
 
     Defaults: BranchyResNet18 on the built-in synthetic-signs dataset (no downloads), about
@@ -227,16 +241,17 @@ def run(config: ConfigOpt = None, overrides: Overrides = None) -> None:
     model.json, evaluation.json, CSV tables, PNG figures and report.html. Re-running resumes an
     interrupted training.
     """
-    cfg = _setup(config, overrides, trains=True)
+    cfg = _setup(config, _with_device(overrides, device), trains=True)
     data = _load_data(cfg)
     _train(cfg, data)
     _evaluate(cfg, Path(cfg.output_dir), data, _command())
 
 
 @app.command()
-def train(config: ConfigOpt = None, overrides: Overrides = None) -> None:
-    """Train only (resumes from output_dir's checkpoint if one of the same config is there)."""
-    cfg = _setup(config, overrides, trains=True)
+def train(config: ConfigOpt = None, overrides: Overrides = None, device: DeviceOpt = None) -> None:
+    """Train only (resumes from output_dir's checkpoint if one of the same config is there, also
+    one trained on another device)."""
+    cfg = _setup(config, _with_device(overrides, device), trains=True)
     _train(cfg, _load_data(cfg))
 
 
@@ -244,13 +259,14 @@ def train(config: ConfigOpt = None, overrides: Overrides = None) -> None:
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a directory written by `exitwise train`")],
     overrides: Overrides = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Evaluate a trained model on its dataset's test split and write the report into RUN_DIR.
 
     Thresholds are chosen on the validation split. The run's own config (run_config.json) is
     used; overrides (e.g. eval.tolerance=0.01) apply on top.
     """
-    cfg = _setup(None, overrides, run_dir)
+    cfg = _setup(None, _with_device(overrides, device), run_dir)
     _evaluate(cfg, run_dir, _load_data(cfg), _command())
 
 
@@ -270,18 +286,22 @@ def robustness(
     ] = 1,
     quick: Annotated[bool, typer.Option(help="fewer levels per disturbance")] = False,
     seed: Annotated[int, typer.Option(help="seeds the subset, the noise and random starts")] = 0,
+    device: DeviceOpt = None,
 ) -> None:
     """Robustness study (seed 000 Figs. 5 and 6): noise, blur, FGSM/PGD/BIM/DeepFool and the
     slowdown attack, at increasing levels. For each: accuracy of every exit, routed accuracy, mean
     FLOPs and exit shares, for the early-exit model and the backbone alone. Writes
     RUN_DIR/robustness/ (study.json, CSV, PNG, robustness.html); an interrupted study resumes.
     """
+    from exitwise.devices import resolve_device
     from exitwise.experiments.robustness import plan_robustness, run_robustness
     from exitwise.report import robustness_markdown, write_robustness_report
     from exitwise.training.checkpoint import check_model_fits
 
-    cfg = _setup(None, None, run_dir)
-    plan = plan_robustness(run_dir, samples, threshold, cap_exit, quick, seed)
+    cfg = _setup(None, _with_device(None, device), run_dir)
+    plan = plan_robustness(
+        run_dir, samples, threshold, cap_exit, quick, seed, device=resolve_device(cfg.device)
+    )
     data = _load_data(cfg)
     check_model_fits(plan.model, data, run_dir)
     console.print(

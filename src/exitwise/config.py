@@ -374,8 +374,8 @@ def _check_device(cfg: RunConfig) -> None:
 
     try:
         device = resolve_device(cfg.device)
-    except ValueError as e:
-        raise ConfigError(f"device: {e}") from None
+    except ValueError as e:  # its message names the device key and the fix
+        raise ConfigError(str(e)) from None
     try:
         check_precision(cfg.train.precision, device)
     except ValueError as e:
