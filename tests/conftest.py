@@ -7,6 +7,15 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("EXITWISE_TEST_THREADS", "2")))
 
+#: Devices the device-parametrised tests run on: the CPU, and CUDA wherever a GPU is visible.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each of :data:`DEVICES` in turn, as a ``torch.device``."""
+    return torch.device(request.param)
+
 
 @pytest.fixture
 def small_net():

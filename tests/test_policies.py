@@ -63,3 +63,25 @@ def test_capped_policy_forces_an_exit():
     assert capped.decide(1, logits).exit_mask.item()
     with pytest.raises(ValueError, match="max_exit"):
         Capped(MaxProbability(0.5), -1)
+
+
+def test_rules_read_exit_outputs_never_networks():
+    """DESIGN: policies.py imports outputs.py, not nets/ (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, exitwise.policies; "
+        "print(sorted(m for m in sys.modules if m.startswith('exitwise.nets')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_old_imports_keep_working():
+    from exitwise import nets, outputs, policies
+    from exitwise.nets import multi_exit
+
+    assert nets.ExitOutput is outputs.ExitOutput is multi_exit.ExitOutput
+    assert policies.ExitDecision is outputs.ExitDecision
+    assert nets.as_exit_output is outputs.as_exit_output

@@ -37,17 +37,54 @@ def policies_for(net, x):
     ]
 
 
-def test_routed_equals_simulated(small_net, batch):
-    outputs, _ = collect_outputs(small_net, [batch[:20], batch[20:]])
-    for policy in policies_for(small_net, batch):
+def assert_routed_equals_simulated(net, batch, policies, atol=0.0):
+    outputs, _ = collect_outputs(net, [batch[:20], batch[20:]])
+    for policy in policies:
         with FlopCounterMode(display=False) as counter:
-            routed = route(small_net, batch, policy)
-        simulated = simulate(outputs, policy, small_net.costs)
-        assert torch.equal(routed.prediction, simulated.prediction), policy
-        assert torch.equal(routed.exit_idx, simulated.exit_idx), policy
-        assert torch.equal(routed.flops, simulated.flops), policy
-        assert torch.allclose(routed.confidence, simulated.confidence), policy
+            routed = route(net, batch, policy)
+        simulated = simulate(outputs, policy, net.costs)
+        assert torch.equal(routed.prediction.cpu(), simulated.prediction), policy
+        assert torch.equal(routed.exit_idx.cpu(), simulated.exit_idx), policy
+        assert torch.equal(routed.flops.cpu(), simulated.flops), policy
+        assert torch.allclose(routed.confidence.cpu(), simulated.confidence, atol=atol), policy
         assert routed.total_flops == counter.get_total_flops(), policy
+
+
+def test_routed_equals_simulated(small_net, batch):
+    assert_routed_equals_simulated(small_net, batch, policies_for(small_net, batch))
+
+
+def small_net_f32(device):
+    """``small_net`` in float32 (the dtype models train and run in), on ``device``."""
+    from exitwise.nets import build_multi_exit
+
+    return build_multi_exit(
+        "resnet20",
+        num_classes=7,
+        input_shape=(3, 16, 16),
+        exits_after=["layer1.1", "layer2.1", "layer3.0"],
+        exit_head="branchy",
+        mean=[0.5, 0.4, 0.3],
+        std=[0.2, 0.25, 0.3],
+        seed=0,
+    ).to(device).eval()
+
+
+def test_routed_equals_simulated_in_float32(device, batch):
+    """Float32, on every device: compaction changes batch sizes, and so the kernels that run;
+    thresholds sit at quantiles of the confidences, away from ties within rounding."""
+    net, x = small_net_f32(device), batch.float().to(device)
+    with torch.no_grad():
+        conf = torch.softmax(net(x)[0], dim=1).amax(dim=1).cpu()
+    q = [float(conf.quantile(p)) for p in (0.3, 0.6)]
+    policies = [
+        MaxProbability(0.0),
+        MaxProbability(1.01),
+        MaxProbability(q[0]),
+        MaxProbability([q[1], q[0], 0.3]),
+        Entropy(0.9, normalized=True),
+    ]
+    assert_routed_equals_simulated(net, x, policies, atol=1e-6)
 
 
 def test_extremes(small_net, batch):
@@ -120,6 +157,29 @@ def test_route_restores_training_mode(small_net, batch):
 def test_route_rejects_bad_input(small_net):
     with pytest.raises(ValueError, match="expected 3 input channel"):
         route(small_net, torch.rand(2, 4, 16, 16, dtype=torch.float64), MaxProbability(0.5))
+
+
+def test_route_refuses_a_batch_of_another_dtype_in_one_line(batch):
+    net = small_net_f32("cpu")
+    with pytest.raises(ValueError) as info:
+        route(net, batch, MaxProbability(0.5))  # float64 batch, float32 model
+    message = str(info.value)
+    assert "\n" not in message
+    assert "expected a torch.float32 batch" in message and "got torch.float64" in message
+    assert "x.to(torch.float32)" in message
+    with pytest.raises(ValueError, match="floating-point batch.*x.float\\(\\) / 255"):
+        route(net, (batch * 255).to(torch.uint8), MaxProbability(0.5))
+
+
+@pytest.mark.parametrize("policy", ["max_probability", MaxProbability, 0.9, None])
+def test_route_needs_a_policy_object(small_net, batch, policy):
+    with pytest.raises(TypeError, match="needs an ExitPolicy object") as info:
+        route(small_net, batch[:2], policy)
+    if isinstance(policy, str):
+        assert "MaxProbability(0.9)" in str(info.value)
+    outputs, _ = collect_outputs(small_net, [batch[:2]])
+    with pytest.raises(TypeError, match="needs an ExitPolicy object"):
+        simulate(outputs, policy, small_net.costs)
 
 
 def test_sweep_is_monotone_for_max_probability(small_net, batch):
