@@ -391,9 +391,8 @@ def compare(
     ref = (reference.resolve().name, _read_evaluation(reference)) if reference else None
     try:
         result = compare_runs(runs, budget or (0.2, 0.3, 0.4, 0.5), ref, tolerance, goal_fraction)
-    except CompareError as e:
-        err.print(f"[red]cannot compare:[/red] {e}")
-        raise typer.Exit(2) from None
+    except CompareError as e:  # not an InputError yet: shown the same way
+        raise InputError(f"cannot compare: {e}") from None
     print(comparison_markdown(result))
     if out is not None:
         for path in write_comparison(result, out):
