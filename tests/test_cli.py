@@ -1,10 +1,13 @@
 """The exitwise command end to end on a tiny synthetic-signs run (real files, real report)."""
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 TINY = [
     "data.options.train_per_class=6",
@@ -18,7 +21,10 @@ TINY = [
 
 def exitwise(*args, cwd):
     return subprocess.run(
-        [sys.executable, "-m", "exitwise.cli", *args], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "exitwise.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
 
@@ -34,8 +40,14 @@ def tiny_run(tmp_path_factory):
 def test_run_writes_model_evaluation_and_report(tiny_run):
     out, proc = tiny_run
     assert "report:" in proc.stdout and str(out / "report.html") in proc.stdout.replace("\n", "")
-    for name in ("model.safetensors", "model.json", "evaluation.json", "report.html",
-                 "run_config.json", "train_state.safetensors"):
+    for name in (
+        "model.safetensors",
+        "model.json",
+        "evaluation.json",
+        "report.html",
+        "run_config.json",
+        "train_state.safetensors",
+    ):
         assert (out / name).exists(), name
     ev = json.loads((out / "evaluation.json").read_text())
     assert len(ev["exits"]) == 4 and set(ev["policies"]) == {"max_probability", "entropy"}
@@ -52,11 +64,26 @@ def test_evaluate_a_saved_run(tiny_run):
     assert ev["training"]["threads"] == 1  # what training ran with, not this evaluation
 
 
+EPOCH_LINE = re.compile(r"^epoch +\d+ \[", re.MULTILINE)  # printed after each epoch that ran
+
+
 def test_rerun_resumes_instead_of_retraining(tiny_run):
-    out, _ = tiny_run
+    out, first = tiny_run
+    assert len(EPOCH_LINE.findall(first.stdout)) == 1 and "resumed from" not in first.stdout
+    state = {f: (out / f).read_bytes() for f in ("train_state.json", "train_state.safetensors")}
+    weights = load_file(out / "model.safetensors")
+    history = json.loads((out / "model.json").read_text())["history"]
+
     proc = exitwise("train", *TINY, f"output_dir={out}", cwd=out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "trained 1 epochs" in proc.stdout
+    assert "resumed from the checkpoint of epoch 1" in proc.stdout
+    assert not EPOCH_LINE.search(proc.stdout)  # no epoch ran again
+    # the resume point is untouched (an epoch that ran would rewrite it with new seconds)
+    assert {f: (out / f).read_bytes() for f in state} == state
+    assert json.loads((out / "model.json").read_text())["history"] == history
+    again = load_file(out / "model.safetensors")
+    assert again.keys() == weights.keys()
+    assert all(torch.equal(again[k], weights[k]) for k in weights)
 
 
 def test_unknown_key_is_a_clear_error(tmp_path):
@@ -64,6 +91,13 @@ def test_unknown_key_is_a_clear_error(tmp_path):
     assert proc.returncode == 2
     assert "unknown config key 'train.epocs'" in proc.stderr
     assert "Did you mean epochs" in proc.stderr
+
+
+def test_a_shipped_config_is_named_without_a_path(tmp_path):
+    for name in ("gtsrb_branchy_resnet18", "gtsrb_branchy_resnet18.yaml"):
+        proc = exitwise("validate", "-c", name, "train.epochs=2", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "name: gtsrb" in proc.stdout and "epochs: 2" in proc.stdout
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
@@ -85,6 +119,7 @@ def test_info_lists_registries_and_costs(tmp_path):
     proc = exitwise("info", "--preset", "branchy_resnet18", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "resnet110" in proc.stdout and "synthetic-signs" in proc.stdout
+    assert "gtsrb_branchy_resnet18, gtsrb_eenets_resnet18" in proc.stdout  # shipped configs
     assert "layer1.1" in proc.stdout and "MMACs" in proc.stdout
 
 
@@ -118,8 +153,20 @@ def test_compare_runs_at_equal_flops(tiny_run, tmp_path):
     other.mkdir()
     (other / "evaluation.json").write_text((out / "evaluation.json").read_text())
     proc = exitwise(
-        "compare", str(out), str(other), "--reference", str(out), "--budget", "0.5",
-        "--budget", "1.1", "--goal-fraction", "0.3", "--out", str(tmp_path / "cmp"), cwd=tmp_path,
+        "compare",
+        str(out),
+        str(other),
+        "--reference",
+        str(out),
+        "--budget",
+        "0.5",
+        "--budget",
+        "1.1",
+        "--goal-fraction",
+        "0.3",
+        "--out",
+        str(tmp_path / "cmp"),
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cmp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())

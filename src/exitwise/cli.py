@@ -169,7 +169,7 @@ def _train(cfg, data):
         def on_epoch(rec: dict) -> None:
             accs = " ".join(f"{100 * a:.1f}" for a in rec["val_accuracy"])
             progress.console.print(
-                f"epoch {rec['epoch']:>3} [{rec['phase']}]  loss {rec['train_loss']:.4f}  "
+                f"epoch {rec['epoch']:>3} \\[{rec['phase']}]  loss {rec['train_loss']:.4f}  "
                 f"val acc per exit (%): {accs}  ({rec['seconds']:.0f} s)"
             )
 
