@@ -30,5 +30,13 @@ def test_placement_reports_achieved_fractions_in_order(distribution):
     net = build_multi_exit("resnet56", 10, distribution=distribution, num_side_exits=3)
     achieved = net.placement["achieved"]
     assert achieved == sorted(achieved) and len(set(achieved)) == 3
-    # the side exits' path costs start from the reported stage fractions
     assert net.exit_blocks == net.placement["blocks"]
+    # The achieved fractions are path costs: the backbone FLOPs up to each exit's block, as the
+    # measured cost account counts them (stages 0..i, without the side exits' heads) ...
+    costs = net.costs
+    for i, fraction in enumerate(achieved):
+        assert fraction == pytest.approx(sum(costs.stage_flops[: i + 1]) / costs.backbone_flops)
+    # ... and a sample leaving at exit i pays them plus the heads it ran
+    for i, fraction in enumerate(achieved):
+        heads = sum(costs.exit_flops[: i + 1]) / costs.backbone_flops
+        assert costs.path_fractions[i] == pytest.approx(fraction + heads)
