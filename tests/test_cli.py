@@ -94,10 +94,9 @@ def test_unknown_key_is_a_clear_error(tmp_path):
 
 
 def test_a_shipped_config_is_named_without_a_path(tmp_path):
-    for name in ("gtsrb_branchy_resnet18", "gtsrb_branchy_resnet18.yaml"):
-        proc = exitwise("validate", "-c", name, "train.epochs=2", cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-        assert "name: gtsrb" in proc.stdout and "epochs: 2" in proc.stdout
+    proc = exitwise("validate", "-c", "gtsrb_branchy_resnet18", "train.epochs=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "name: gtsrb" in proc.stdout and "epochs: 2" in proc.stdout
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
