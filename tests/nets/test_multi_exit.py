@@ -4,15 +4,17 @@ import torch
 from exitwise.nets import build_backbone, build_multi_exit, build_preset
 
 
-def test_edge_then_cloud_equals_the_whole_model(small_net, batch):
+def test_edge_then_cloud_equals_the_whole_model(small_net, batch, device):
+    net, x = small_net.to(device), batch.to(device)
     with torch.no_grad():
-        whole = small_net.forward_outputs(batch)
-        for k in range(small_net.num_exits - 1):
-            edge, cloud = small_net.split(k)
-            edge_outs, h = edge(batch)
+        whole = net.forward_outputs(x)
+        for k in range(net.num_exits - 1):
+            edge, cloud = net.split(k)
+            edge_outs, h = edge(x)
             cloud_outs = cloud(h)
             assert len(edge_outs) == k + 1 and len(edge_outs) + len(cloud_outs) == len(whole)
             for a, b in zip(edge_outs + cloud_outs, whole, strict=True):
+                assert a.logits.device.type == device.type
                 assert torch.equal(a.logits, b.logits)
 
 
@@ -51,6 +53,24 @@ def test_split_parts_share_parameters(small_net):
 def test_bad_input_says_what_was_expected(small_net, x, message):
     with pytest.raises(ValueError, match=message):
         small_net(x)
+
+
+def test_batches_of_another_dtype_or_device_are_refused_with_the_fix(small_net):
+    with pytest.raises(ValueError, match=r"expected a torch.float64 batch.*got torch.float32"):
+        small_net(torch.rand(2, 3, 16, 16))
+    meta = torch.empty(2, 3, 16, 16, dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match=r"batch is on meta but the model on cpu.*x.to\('cpu'\)"):
+        small_net(meta)
+
+
+def test_other_input_sizes_run_and_too_small_ones_are_refused():
+    net = build_multi_exit(
+        "resnet18", 5, input_shape=(3, 32, 32), exits_after=["layer1.1"],
+        backbone_options={"stem": "cifar"}, exit_head="pool",
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        assert [o.shape for o in net(torch.rand(2, 3, 48, 40))] == [(2, 5), (2, 5)]
+    assert net.costs_at((3, 48, 40)).backbone_flops > net.costs.backbone_flops
 
 
 def test_non_tensor_input_is_refused(small_net):

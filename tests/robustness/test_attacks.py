@@ -95,6 +95,25 @@ def test_output_inside_the_ball_and_the_box(name, target):
     assert float(d.max()) > 0.5 * eps  # it did move
 
 
+def test_fgsm_on_every_device_is_the_cpu_attack(device):
+    """On the images' device: inside the ball and the box, the step the CPU takes (the sign of
+    the gradient may flip only where the gradient is ~0), and a seeded random start that is the
+    same on every device."""
+    model = three_exit_model()
+    x, y = batch()
+    cpu = FGSM(model, 0.05, target="all")(x, y)
+    model.to(device)
+    adv = FGSM(model, 0.05, target="all")(x.to(device), y.to(device))
+    assert adv.device.type == device.type and adv.dtype == x.dtype
+    adv = adv.cpu()
+    assert float((adv - x).abs().max()) <= 0.05 + TOL
+    assert 0.0 <= float(adv.min()) and float(adv.max()) <= 1.0
+    assert float((adv != cpu).double().mean()) < 0.01
+    start = PGD(model, 0.05, steps=1, alpha=0.0, seed=1)(x.to(device), y.to(device)).cpu()
+    model.cpu()
+    assert torch.equal(start, PGD(model, 0.05, steps=1, alpha=0.0, seed=1)(x, y))  # one start
+
+
 def test_slowdown_and_deepfool_stay_in_the_box():
     model = three_exit_model()
     x, _ = batch()

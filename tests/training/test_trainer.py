@@ -143,3 +143,92 @@ def test_bad_train_config_is_refused():
     ]:
         with pytest.raises(ValueError, match=msg):
             TrainConfig(**bad).validate()
+
+
+def test_one_epoch_on_every_device(tmp_path, device):
+    """Batches go to the device, checkpoints hold CPU tensors, the record names the device."""
+    from exitwise.devices import describe_device
+    from exitwise.training.checkpoint import load_pair
+
+    model = tiny_model()
+    result = train(model, tiny_data(), TrainConfig(**{**CFG, "epochs": 1}), tmp_path, device=device)
+    assert next(model.parameters()).device.type == device.type
+    (record,) = result.history
+    assert record["device"] == describe_device(device) and record["precision"] == "fp32"
+    assert min(record["val_accuracy"]) > 0.5
+    tensors, meta = load_pair(tmp_path, "model")
+    assert {t.device.type for t in tensors.values()} == {"cpu"}
+    assert meta["device"] == describe_device(device) and meta["precision"] == "fp32"
+    loaded = load_model(tmp_path, device=device).model
+    assert next(loaded.parameters()).device.type == device.type
+
+
+def test_bf16_and_channels_last_train_and_are_recorded(tmp_path):
+    """bf16 autocast is allowed on the CPU (for tests; CUDA needs compute capability >= 8)."""
+    model = tiny_model()
+    cfg = TrainConfig(**{**CFG, "epochs": 2}, precision="bf16", channels_last=True)
+    result = train(model, tiny_data(), cfg, tmp_path)
+    assert [r["precision"] for r in result.history] == ["bf16", "bf16"]
+    assert all(r["channels_last"] for r in result.history)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    conv = next(p for p in model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not a cast
+
+
+def test_resume_may_change_the_device_and_channels_last_but_not_the_precision(tmp_path):
+    data = tiny_data()
+    cfg = TrainConfig(**{**CFG, "epochs": 1})
+    train(tiny_model(), data, cfg, tmp_path)
+    more = TrainConfig(**{**CFG, "epochs": 2}, channels_last=True)
+    with pytest.raises(CheckpointError, match="different model or training config"):
+        train(tiny_model(), data, more, tmp_path)  # epochs differ: refused
+    same_but_channels_last = TrainConfig(**{**CFG, "epochs": 1}, channels_last=True)
+    resumed = train(tiny_model(), data, same_but_channels_last, tmp_path)
+    assert resumed.resumed_from_epoch == 1
+    with pytest.raises(CheckpointError, match="different model or training config"):
+        train(tiny_model(), data, TrainConfig(**{**CFG, "epochs": 1}, precision="bf16"), tmp_path)
+
+
+def test_a_checkpoint_saved_before_precision_existed_resumes(tmp_path):
+    """Keys added to TrainConfig since a checkpoint was written take their defaults."""
+    data, cfg = tiny_data(), TrainConfig(**{**CFG, "epochs": 2})
+
+    class Stop(Exception):
+        pass
+
+    def stop(record):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(tiny_model(), data, cfg, tmp_path, on_epoch=stop)
+    tensors, meta = load_pair(tmp_path, "train_state")
+    for key in ("precision", "channels_last"):
+        del meta["train_config"][key]
+    meta.pop("token")
+    save_pair(tmp_path, "train_state", tensors, meta)
+    assert train(tiny_model(), data, cfg, tmp_path).resumed_from_epoch == 1
+
+
+def test_bad_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        TrainConfig(precision="fp16").validate()
+
+
+def test_a_run_interrupted_on_the_cpu_resumes_on_every_device(tmp_path, device):
+    from exitwise.devices import describe_device
+
+    data, cfg = tiny_data(), TrainConfig(**{**CFG, "epochs": 2})
+
+    class Stop(Exception):
+        pass
+
+    def stop(record):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(tiny_model(), data, cfg, tmp_path, on_epoch=stop, device="cpu")
+    result = train(tiny_model(), data, cfg, tmp_path, device=device)
+    assert result.resumed_from_epoch == 1
+    assert [r["device"] for r in result.history] == ["cpu", describe_device(device)]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
