@@ -14,6 +14,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from matplotlib.image import imread
 
 from exitwise import atomic
 from exitwise.report import (
@@ -31,7 +32,27 @@ PNG = b"\x89PNG\r\n\x1a\n"
 HOSTILE = "<script>alert(1)</script> & co"
 
 
-@pytest.mark.parametrize("page", ["report", "robustness", "comparison"])
+FILES = {
+    "report": {
+        "report.html", "exits.csv", "exit_costs.png", "accuracy_vs_flops.png", "exit_shares.png",
+        "training.png", "sweep_max_probability.csv", "pareto_max_probability.csv",
+        "sweep_entropy.csv", "pareto_entropy.csv",
+    },
+    "robustness": {"robustness.html", "robustness.csv", "slowdown.csv", *robustness.FIGURES},
+    "comparison": {"comparison.json", "comparison.md", "comparison.png", "comparison.html"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("page", FILES)
+def test_files_and_figures(pages: dict[str, Path], page: str) -> None:
+    out = pages[page].parent
+    assert {p.name for p in out.iterdir()} == FILES[page]  # and no temporary file
+    for png in out.glob("*.png"):
+        image = imread(png)
+        assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600
+
+
+@pytest.mark.parametrize("page", FILES)
 def test_page_is_self_contained(pages: dict[str, Path], page: str) -> None:
     html = pages[page].read_text(encoding="utf-8")
     uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -91,7 +92,9 @@ def _draw_cost_bars(ax: Axes, r: EfficiencyResult) -> None:
     ax.set_ylim(0, max(path.max(), backbone) / scale * 1.25)
     ax.set_xticks(x, _exit_ticks(r))
     ax.set_ylabel(f"FLOPs to reach the exit ({unit})")
-    right = ax.secondary_yaxis("right", functions=(lambda v: v / 2.0, lambda v: v * 2.0))
+    right = ax.secondary_yaxis(
+        "right", functions=(partial(np.multiply, 0.5), partial(np.multiply, 2.0))
+    )
     right.set_ylabel(f"MACs ({unit.replace('FLOPs', 'MACs')}); FLOPs = 2 x MACs")
     ax.set_title("FLOPs per image to reach each exit (batch size 1)")
     ax.legend(loc="upper left", frameon=False)
@@ -250,7 +253,9 @@ def _draw_tradeoff(ax: Axes, r: EfficiencyResult, zoom: bool) -> None:
     ax.set_ylabel("accuracy (%)")
     scale, unit = fmt.flops_unit(r.costs.backbone_flops)
     k = r.costs.backbone_flops / scale / 100.0
-    top = ax.secondary_xaxis("top", functions=(lambda p: p * k, lambda m: m / k))
+    top = ax.secondary_xaxis(
+        "top", functions=(partial(np.multiply, k), partial(np.multiply, 1 / k))
+    )
     top.set_xlabel(f"mean FLOPs per image ({unit})")
 
 
@@ -355,13 +360,9 @@ def training_figure(r: EfficiencyResult) -> Figure | None:
 
 def render_figures(r: EfficiencyResult) -> dict[str, bytes]:
     """``{file name: PNG bytes}`` in display order; ``training.png`` only with a history."""
-    builders = {  # module globals looked up per call, so a replaced builder is honoured
-        "exit_costs.png": exit_costs_figure,
-        "accuracy_vs_flops.png": accuracy_vs_flops_figure,
-        "exit_shares.png": exit_shares_figure,
-        "training.png": training_figure,
-    }
-    return plot.render_figures({n: (lambda b=b: b(r)) for n, b in builders.items()})
+    shown = (exit_costs_figure, accuracy_vs_flops_figure, exit_shares_figure, training_figure)
+    names = ("exit_costs.png", "accuracy_vs_flops.png", "exit_shares.png", "training.png")
+    return plot.render_figures({n: partial(b, r) for n, b in zip(names, shown, strict=True)})
 
 
 # -------------------------------------------------------------------------------------- tables

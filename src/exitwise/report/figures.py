@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -52,7 +53,7 @@ STAGE_COLOR = "#56B4E9"
 EARLIER_HEAD_COLOR = "#F0E442"
 OWN_HEAD_COLOR = "#E69F00"
 OUTLINE = [pe.withStroke(linewidth=3, foreground="white")]
-STYLE = {
+STYLE: dict[Any, Any] = {
     "font.size": 11,
     "axes.titlesize": 12,
     "axes.labelsize": 11,
@@ -78,9 +79,11 @@ def policy_style(i: int) -> tuple[str, str]:
     return POLICY_COLORS[i % len(POLICY_COLORS)], POLICY_MARKERS[i % len(POLICY_MARKERS)]
 
 
-def subplots(nrows: int, ncols: int, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
+def subplots(
+    nrows: int, ncols: int, figsize: tuple[float, float], w_pad: float = 3 / 72, **kw: Any
+) -> tuple[Figure, Any]:
     """A constrained-layout figure and its axes as a 2-D array (``squeeze=False``)."""
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize, layout=ConstrainedLayoutEngine(w_pad=w_pad))
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
@@ -107,9 +110,7 @@ def key(label: str, **style: Any) -> Line2D:
     return Line2D([], [], label=label, **style)
 
 
-def note(
-    ax: Axes, text: str, xy: tuple[float, float], offset: tuple[float, float], **kw: Any
-) -> None:
+def note(ax: Axes, text: str, xy: tuple[Any, Any], offset: tuple[float, float], **kw: Any) -> None:
     """``text`` ``offset`` points away from the data point ``xy``, outlined in white."""
     style = {"textcoords": "offset points", "fontsize": 9, "path_effects": OUTLINE, **kw}
     ax.annotate(text, xy, xytext=offset, **style)

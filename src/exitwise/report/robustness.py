@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from exitwise.results import (
 
 __all__ = [
     "DROP",
+    "FIGURES",
     "ROBUSTNESS_FILE",
     "attacks_figure",
     "corruptions_figure",
@@ -49,11 +51,17 @@ __all__ = [
 ]
 
 ROBUSTNESS_FILE = "robustness.html"
+FIGURES = (
+    "robustness_corruptions.png",
+    "robustness_attacks.png",
+    "robustness_exit_shares.png",
+    "slowdown.png",
+)
 DROP = 0.05
 """Accuracy drop of the backbone (absolute) that picks the level quoted in the headline."""
-ROUTED = {"color": plot.POLICY_COLORS[0], "lw": 3, "marker": "o", "ms": 5}
-CAPPED = {"color": plot.POLICY_COLORS[1], "lw": 1.8, "ls": "-."}
-BACKBONE = {"color": plot.BACKBONE_COLOR, "lw": 1.6, "ls": "--"}
+ROUTED: dict[str, Any] = {"color": plot.POLICY_COLORS[0], "lw": 3, "marker": "o", "ms": 5}
+CAPPED: dict[str, Any] = {"color": plot.POLICY_COLORS[1], "lw": 1.8, "ls": "-."}
+BACKBONE: dict[str, Any] = {"color": plot.BACKBONE_COLOR, "lw": 1.6, "ls": "--"}
 
 Group = tuple[str, list[DisturbanceResult]]
 
@@ -248,7 +256,7 @@ def exit_shares_figure(study: RobustnessResult) -> Figure:
     shown, n = groups(study), _num_exits(study)
     nrows = math.ceil(len(shown) / 4)
     ncols = math.ceil(len(shown) / nrows)  # balanced rows: 5 panels as 3 + 2, not 4 + 1
-    fig, axes = plot.subplots(nrows, ncols, (max(7.5, 3.9 * ncols), 3.2 * nrows + 0.9))
+    fig, axes = plot.subplots(nrows, ncols, (max(7.5, 3.9 * ncols), 3.2 * nrows + 0.9), w_pad=0.12)
     for ax, g in zip(axes.flat, shown, strict=False):
         x = _group_axis(ax, g)
         routed = [r.routed for r in g[1]]
@@ -258,7 +266,6 @@ def exit_shares_figure(study: RobustnessResult) -> Figure:
         ax.set_visible(False)
     for r in range(nrows):
         axes[r, 0].set_ylabel("samples (%)")
-    fig.get_layout_engine().set(w_pad=0.12)  # type: ignore[call-arg]
     plot.shares_legend(fig, [f"leave at {s}" for s in _exit_labels(n)], 5)
     fig.suptitle("Where the samples leave (routed policy)", fontsize=13)
     return fig
@@ -303,13 +310,8 @@ def slowdown_figure(study: RobustnessResult) -> Figure | None:
 
 def render_figures(study: RobustnessResult) -> dict[str, bytes]:
     """``{file name: PNG bytes}`` in display order, for the figures the study supports."""
-    builders = {  # module globals looked up per call, so a replaced builder is honoured
-        "robustness_corruptions.png": corruptions_figure,
-        "robustness_attacks.png": attacks_figure,
-        "robustness_exit_shares.png": exit_shares_figure,
-        "slowdown.png": slowdown_figure,
-    }
-    return plot.render_figures({n: (lambda b=b: b(study)) for n, b in builders.items()})
+    shown = (corruptions_figure, attacks_figure, exit_shares_figure, slowdown_figure)
+    return plot.render_figures({n: partial(b, study) for n, b in zip(FIGURES, shown, strict=True)})
 
 
 # -------------------------------------------------------------------------------------- tables
@@ -357,10 +359,10 @@ def _sentence(key: str, rows: list[DisturbanceResult]) -> dict[str, Any]:
     :data:`DROP`, else the strongest; the strongest; the level of the peak FLOPs if higher."""
     clean = rows[0].backbone_accuracy
     quoted = next((r for r in rows[1:] if r.backbone_accuracy <= clean - DROP), rows[-1])
-    peak = max(rows, key=lambda r: r.routed.flops_fraction)
+    top = max(rows, key=lambda r: r.routed.flops_fraction)
     shown = max(quoted.routed.flops_fraction, rows[-1].routed.flops_fraction)
     last = rows[-1] if rows[-1] is not quoted else None
-    peak = peak if peak.routed.flops_fraction > shown + 0.02 else None
+    peak = top if top.routed.flops_fraction > shown + 0.02 else None
     return {
         "label": disturbance_label(key),
         "clean": rows[0],
@@ -374,7 +376,7 @@ def _page(study: RobustnessResult, figures: dict[str, bytes]) -> bytes:
     shown, n = groups(study), _num_exits(study)
     clean = next((r for r in study.results.values() if r.level == 0), None)
     disturbed = [r for r in study.results.values() if r.name != "slowdown" and r.level != 0]
-    peak = max(disturbed, key=lambda r: r.routed.flops_fraction, default=None)
+    top = max(disturbed, key=lambda r: r.routed.flops_fraction, default=None)
     slow: list[SlowdownRow] = sorted(study.slowdown, key=lambda e: e.eps)
     tables_ = [
         {"label": disturbance_label(key), "level": _level_word(rows[0].name), "rows": rows,
@@ -388,8 +390,8 @@ def _page(study: RobustnessResult, figures: dict[str, bytes]) -> bytes:
         num_exits=n,
         exit_heads=[f"Exit {i}" for i in range(n)],
         clean=clean,
-        peak=peak
-        and (peak, f"{disturbance_label(peak.disturbance)}, {level_text(peak.name, peak.level)}"),
+        peak=top
+        and (top, f"{disturbance_label(top.disturbance)}, {level_text(top.name, top.level)}"),
         sentences=[_sentence(key, rows) for key, rows in shown if rows[0].name != "slowdown"],
         slowdown=slow,
         slowdown_eps=level_text("slowdown", slow[-1].eps) if slow else "",
