@@ -158,6 +158,7 @@ CONFIG_ROWS = [
     ([*TINY, "model.preset=branchy", OUT_NEW], None, "unknown preset 'branchy'"),
     ([*TINY, "data.name=signs", OUT_NEW], None, "unknown dataset 'signs'"),
     ([*TINY, "eval.policies=[maxprob]", OUT_NEW], None, "unknown exit policy 'maxprob'"),
+    ([*TINY, "--device", "quantum", OUT_NEW], None, "unknown device 'quantum'"),
     ([*TINY, "output_dir={tmp}/file"], write("/file", "x"), "is a file; expected a folder"),
     (["-c", "{tmp}/bad.yaml", OUT_NEW], write("/bad.yaml", "train:\n  epochs: 2\n lr: 1\n"),
      "bad.yaml is not valid YAML at line 3"),
@@ -229,6 +230,7 @@ RUN_DIR_ROWS = [
         (["{run}", "eval.tolerance=2"], None, "eval.tolerance must be in [0, 1), got 2"),
         (["{run}", "eval.policies=[entropie]"], None, "Did you mean 'entropy'"),
         (["{run}", "data.name=mnist"], None, "dataset 'mnist' takes no option"),
+        (["{run}", "--device", "quantum"], None, "unknown device 'quantum'"),
     ],
 )
 def test_evaluate_refuses_bad_input(args, setup, fragment, trained, tmp_path):
@@ -303,6 +305,7 @@ def test_compare_refuses_bad_input(args, setup, fragment, trained, tmp_path):
         (["-c", "mnist_eenets"], None, "Did you mean mnist_eenets_resnet20"),
         (["-c", "{tmp}/bin.yaml"], write("/bin.yaml", b"\xff\xfe"), "cannot read config file"),
         (["model.options.num_classes=3"], None, "num_classes is taken from the dataset"),
+        (["device=quantum"], None, "unknown device 'quantum'"),
     ],
 )
 def test_validate_refuses_bad_input(args, setup, fragment, trained, tmp_path):
