@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from exitwise.atomic import write_json
+from exitwise.errors import InputError
 
 __all__ = [
     "ResultError",
@@ -51,7 +52,7 @@ __all__ = [
 R = TypeVar("R", bound="_Result")
 
 
-class ResultError(ValueError):
+class ResultError(InputError):
     """A result file is old, foreign or damaged; the message names the key path and the fix."""
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from exitwise.errors import InputError
 from exitwise.results import (
     ComparedPoint,
     ComparisonResult,
@@ -36,7 +37,7 @@ from exitwise.results import (
 __all__ = ["CompareError", "compare_runs", "pick_within_budget", "pick_within_tolerance"]
 
 
-class CompareError(ValueError):
+class CompareError(InputError):
     """The evaluations cannot be compared (missing validation sweeps, other dataset, ...)."""
 
 
