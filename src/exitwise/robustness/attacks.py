@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -505,6 +505,26 @@ class DeepFool(Attack):
         self.num_candidates = int(num_candidates)
         self.overshoot = float(overshoot)
         self.max_iter = int(max_iter)
+
+    @overload
+    def __call__(
+        self,
+        images: Tensor,
+        labels: Tensor | None = None,
+        *,
+        return_iterations: Literal[False] = False,
+        **kwargs: Any,
+    ) -> Tensor: ...
+
+    @overload
+    def __call__(
+        self,
+        images: Tensor,
+        labels: Tensor | None = None,
+        *,
+        return_iterations: Literal[True],
+        **kwargs: Any,
+    ) -> tuple[Tensor, Tensor]: ...
 
     def __call__(
         self,
