@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -156,31 +156,39 @@ def _all_points(r: EfficiencyResult) -> list[tuple[float, float]]:
     return pts
 
 
+_EXIT_DOT: dict[str, Any] = {
+    "marker": "o",
+    "ms": 7,
+    "color": plot.EXIT_POINT_COLOR,
+    "mec": "black",
+    "mew": 0.5,
+}
+_BACKBONE_DOT: dict[str, Any] = {"marker": "s", "ms": 8, "color": plot.BACKBONE_COLOR}
+_ORACLE_DOT: dict[str, Any] = {
+    "marker": "*",
+    "ms": 15,
+    "color": plot.ORACLE_COLOR,
+    "mec": "black",
+    "mew": 0.6,
+}
+_RING: dict[str, Any] = {"marker": "o", "ms": 16, "mfc": "none", "mec": "black"}
+
+
 def _draw_references(ax: Axes, r: EfficiencyResult) -> None:
     for e in r.exits:
         x, y = 100.0 * e.path_fraction, 100.0 * e.accuracy
-        ax.scatter(
-            [x], [y], s=45, color=plot.EXIT_POINT_COLOR, edgecolors="black", lw=0.5, zorder=5
-        )
+        ax.plot([x], [y], ls="none", **_EXIT_DOT, zorder=5)
         plot.note(ax, f"exit {e.exit}", (x, y), (5, -11), fontsize=8, color="#444444", zorder=5)
     bb = 100.0 * r.backbone.accuracy
-    ax.scatter([100.0], [bb], marker="s", s=70, color=plot.BACKBONE_COLOR, zorder=6)
+    ax.plot([100.0], [bb], ls="none", **_BACKBONE_DOT, zorder=6)
     ax.axhline(bb, color=plot.BACKBONE_COLOR, lw=0.8, ls="--", alpha=0.6)
-    ax.scatter(
-        *_xy(r.oracle),
-        marker="*",
-        s=220,
-        color=plot.ORACLE_COLOR,
-        edgecolors="black",
-        linewidths=0.6,
-        zorder=6,
-    )
+    ax.plot(*_xy(r.oracle), ls="none", **_ORACLE_DOT, zorder=6)
 
 
 def _draw_chosen(ax: Axes, color: str, chosen: OperatingPoint, annotate: bool) -> None:
     x, y = _xy(chosen)
     for edge, lw in ((color, 2.5), ("black", 0.8)):
-        ax.scatter([x], [y], s=260, facecolors="none", edgecolors=edge, linewidths=lw, zorder=6)
+        ax.plot([x], [y], ls="none", **{**_RING, "mec": edge, "mew": lw}, zorder=6)
     if annotate:
         text = f"chosen t={fmt.threshold(chosen.threshold)}\n{y:.1f}% at {x:.0f}%"
         box = {"boxstyle": "round,pad=0.25", "fc": "white", "ec": color, "lw": 1.2}
@@ -216,16 +224,8 @@ def _annotate_thresholds(ax: Axes, r: EfficiencyResult) -> None:
                 continue
             placed.append((px, py))
             color, ha = plot.policy_style(i)[0], "right" if i % 2 == 0 else "left"
-            plot.note(
-                ax,
-                fmt.threshold(p.threshold),
-                (x, y),
-                offset,
-                fontsize=7.5,
-                color=color,
-                ha=ha,
-                zorder=7,
-            )
+            text = fmt.threshold(p.threshold)
+            plot.note(ax, text, (x, y), offset, fontsize=7.5, color=color, ha=ha, zorder=7)
 
 
 def _draw_tradeoff(ax: Axes, r: EfficiencyResult, zoom: bool) -> None:
@@ -265,31 +265,13 @@ def _tradeoff_keys(r: EfficiencyResult) -> list:
         for i, name in enumerate(r.policies)
         for c, m in [plot.policy_style(i)]
     ]
-    dots = {"ls": "none", "ms": 7}
     keys += [
-        plot.key(
-            "single exit (everyone leaves there)",
-            marker="o",
-            color=plot.EXIT_POINT_COLOR,
-            mec="black",
-            **dots,
-        ),
-        plot.key("plain backbone (final exit only)", marker="s", color=plot.BACKBONE_COLOR, **dots),
-        plot.key(
-            "oracle (first correct exit)",
-            marker="*",
-            color=plot.ORACLE_COLOR,
-            mec="black",
-            ls="none",
-            ms=13,
-        ),
+        plot.key("single exit (everyone leaves there)", ls="none", **_EXIT_DOT),
+        plot.key("plain backbone (final exit only)", ls="none", **_BACKBONE_DOT),
+        plot.key("oracle (first correct exit)", ls="none", **_ORACLE_DOT),
     ]
     if any(p.chosen is not None for p in r.policies.values()):
-        keys.append(
-            plot.key(
-                "chosen operating point", ls="none", marker="o", mfc="none", mec="black", ms=13
-            )
-        )
+        keys.append(plot.key("chosen operating point", ls="none", **_RING))
     return keys
 
 

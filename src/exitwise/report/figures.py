@@ -25,24 +25,6 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-__all__ = [
-    "DPI",
-    "POLICY_COLORS",
-    "Builder",
-    "draw_shares",
-    "exit_colors",
-    "figure_png",
-    "key",
-    "legend_below",
-    "note",
-    "pareto_steps",
-    "policy_style",
-    "render_figures",
-    "shares_legend",
-    "step_axis",
-    "subplots",
-]
-
 DPI = 120
 POLICY_COLORS = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#F0E442")
 POLICY_MARKERS = ("o", "s", "^", "D", "v", "P")

@@ -361,14 +361,12 @@ def _sentence(key: str, rows: list[DisturbanceResult]) -> dict[str, Any]:
     quoted = next((r for r in rows[1:] if r.backbone_accuracy <= clean - DROP), rows[-1])
     top = max(rows, key=lambda r: r.routed.flops_fraction)
     shown = max(quoted.routed.flops_fraction, rows[-1].routed.flops_fraction)
-    last = rows[-1] if rows[-1] is not quoted else None
-    peak = top if top.routed.flops_fraction > shown + 0.02 else None
     return {
-        "label": disturbance_label(key),
+        "key": key,
         "clean": rows[0],
-        "quoted": (quoted, level_text(quoted.name, quoted.level)),
-        "last": last and (last, level_text(last.name, last.level)),
-        "peak": peak and (peak, level_text(peak.name, peak.level)),
+        "quoted": quoted,
+        "last": rows[-1] if rows[-1] is not quoted else None,
+        "peak": top if top.routed.flops_fraction > shown + 0.02 else None,
     }
 
 
@@ -378,11 +376,6 @@ def _page(study: RobustnessResult, figures: dict[str, bytes]) -> bytes:
     disturbed = [r for r in study.results.values() if r.name != "slowdown" and r.level != 0]
     top = max(disturbed, key=lambda r: r.routed.flops_fraction, default=None)
     slow: list[SlowdownRow] = sorted(study.slowdown, key=lambda e: e.eps)
-    tables_ = [
-        {"label": disturbance_label(key), "level": _level_word(rows[0].name), "rows": rows,
-         "ticks": [_tick(r.name, r.level) for r in rows], "capped": _capped(rows)}
-        for key, rows in shown
-    ]  # fmt: skip
     return render_page(
         "robustness.html",
         title=study.title or "Robustness study",
@@ -390,15 +383,19 @@ def _page(study: RobustnessResult, figures: dict[str, bytes]) -> bytes:
         num_exits=n,
         exit_heads=[f"Exit {i}" for i in range(n)],
         clean=clean,
-        peak=top
-        and (top, f"{disturbance_label(top.disturbance)}, {level_text(top.name, top.level)}"),
+        peak=top,
         sentences=[_sentence(key, rows) for key, rows in shown if rows[0].name != "slowdown"],
         slowdown=slow,
-        slowdown_eps=level_text("slowdown", slow[-1].eps) if slow else "",
         slowdown_modes=["routed", "capped"][: 1 + any(e.capped is not None for e in slow)],
         drop=DROP,
         figures=embed(figures),
-        tables=tables_,
+        groups=shown,
+        has_capped=_capped,
+        eps=partial(level_text, "slowdown"),
+        label=disturbance_label,
+        level=lambda r: level_text(r.name, r.level),
+        tick=lambda r: _tick(r.name, r.level),
+        level_word=_level_word,
         colors=plot.exit_colors(n),
         notes=[],
     )
