@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -152,8 +153,15 @@ def test_nested_options_merge_deeply(tmp_path):
 
 @pytest.mark.slow
 def test_the_wheel_ships_the_configs(tmp_path):
+    # built from a copy, so setuptools' build/ and egg-info stay out of the working tree
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-w", str(tmp_path)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-w", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
