@@ -46,11 +46,9 @@ class _Verbs(TyperGroup):
     on stderr and exit status 2, with no traceback."""
 
     def invoke(self, ctx):
-        from exitwise.results import ResultError
-
         try:
             return super().invoke(ctx)
-        except (InputError, ResultError) as e:
+        except InputError as e:  # ConfigError, CheckpointError, ResultError, CompareError, ...
             err.print(Text.assemble(("error: ", "bold red"), one_line(str(e))))
             raise typer.Exit(2) from None
 
@@ -375,7 +373,7 @@ def compare(
     """Compare runs at equal mean FLOPs (e.g. EENets vs BranchyNet exits on one backbone) and
     against a plain network. Thresholds are chosen on each run's validation split; test numbers
     are reported. Prints Markdown tables."""
-    from exitwise.experiments.compare import CompareError, compare_runs
+    from exitwise.experiments.compare import compare_runs
     from exitwise.report import comparison_markdown, write_comparison
 
     if out is not None and out.exists() and not out.is_dir():
@@ -389,10 +387,7 @@ def compare(
             raise InputError(f"two runs are named {name}: give directories with distinct names")
         runs[name] = _read_evaluation(d)
     ref = (reference.resolve().name, _read_evaluation(reference)) if reference else None
-    try:
-        result = compare_runs(runs, budget or (0.2, 0.3, 0.4, 0.5), ref, tolerance, goal_fraction)
-    except CompareError as e:  # not an InputError yet: shown the same way
-        raise InputError(f"cannot compare: {e}") from None
+    result = compare_runs(runs, budget or (0.2, 0.3, 0.4, 0.5), ref, tolerance, goal_fraction)
     print(comparison_markdown(result))
     if out is not None:
         for path in write_comparison(result, out):
