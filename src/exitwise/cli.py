@@ -196,7 +196,7 @@ def _evaluate(cfg, run_dir: Path, data, command: str):
 
 def _summary(ev) -> None:
     """The evaluation's per-exit table and each rule's validation-chosen point, in the terminal."""
-    from exitwise.report.format import format_pct
+    from exitwise.report import format as fmt
 
     bb = ev.costs.backbone_flops
     table = Table(title=ev.title)
@@ -206,23 +206,23 @@ def _summary(ev) -> None:
         table.add_row(
             str(e.exit),
             e.block,
-            format_pct(e.accuracy, 2),
+            fmt.pct(e.accuracy, 2),
             f"{e.path_flops / 1e6:.1f}",
-            format_pct(e.path_flops / bb),
+            fmt.pct(e.path_flops / bb),
         )
     console.print(table)
     for name, pol in ev.policies.items():
         ch = pol.chosen
         if ch:
-            shares = ", ".join(format_pct(s, 0) for s in ch.exit_shares)
+            shares = ", ".join(fmt.pct(s, 0) for s in ch.exit_shares)
             console.print(
                 f"{name}: threshold {ch.threshold:g} (chosen on validation) -> test accuracy "
-                f"{format_pct(ch.accuracy, 2)} at {format_pct(ch.flops_fraction)} of the "
+                f"{fmt.pct(ch.accuracy, 2)} at {fmt.pct(ch.flops_fraction)} of the "
                 f"backbone's FLOPs; exit shares {shares}"
             )
     o = ev.oracle
     console.print(
-        f"oracle: {format_pct(o.accuracy, 2)} at {format_pct(o.flops_fraction)} of the FLOPs"
+        f"oracle: {fmt.pct(o.accuracy, 2)} at {fmt.pct(o.flops_fraction)} of the FLOPs"
     )
 
 
