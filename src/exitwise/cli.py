@@ -214,7 +214,7 @@ def _summary(ev) -> None:
     for name, pol in ev.policies.items():
         ch = pol.chosen
         if ch:
-            shares = ", ".join(fmt.pct(s, 0) for s in ch.exit_shares)
+            shares = fmt.shares(ch.exit_shares)
             console.print(
                 f"{name}: threshold {ch.threshold:g} (chosen on validation) -> test accuracy "
                 f"{fmt.pct(ch.accuracy, 2)} at {fmt.pct(ch.flops_fraction)} of the "
