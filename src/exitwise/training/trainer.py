@@ -419,7 +419,8 @@ def train(
                 "history": result.history,
                 "train_seconds": result.seconds,
                 "dataset": data.name,
-                "device": where,
+                # what the last epoch ran on (a resumed run may have changed it; see history)
+                "device": result.history[-1].get("device") if result.history else where,
                 "precision": cfg.precision,
             },
         )
