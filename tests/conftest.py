@@ -12,8 +12,16 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(params=DEVICES)
-def device(request):
-    """Each of :data:`DEVICES` in turn, as a ``torch.device``."""
+def device(request, monkeypatch):
+    """Each of :data:`DEVICES` in turn, as a ``torch.device``.
+
+    On CUDA, TF32 is switched off for the test: these tests compare with float32 results
+    computed elsewhere (the CPU, or other batch sizes), which TF32's 10-bit mantissa would
+    blur.
+    """
+    if request.param == "cuda":
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     return torch.device(request.param)
 
 
