@@ -32,4 +32,5 @@ def eval_mode(module: M) -> Iterator[M]:
         yield module
     finally:
         for m, training in modes:
-            m.training = training
+            if m.training != training:  # Module.__setattr__ is slow: set only what changed
+                m.training = training
