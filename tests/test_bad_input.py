@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from exitwise.cli import app
@@ -35,7 +36,12 @@ TINY = [
 
 
 def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
+    """The command in this process; the torch thread count it sets (threads=...) is restored."""
+    threads = torch.get_num_threads()
+    try:
+        return CliRunner().invoke(app, list(args))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
