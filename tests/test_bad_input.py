@@ -251,6 +251,7 @@ def test_evaluate_refuses_bad_input(args, setup, fragment, trained, tmp_path):
         (["{run}", "--samples", "0"], None, "--samples must be a positive number"),
         (["{run}", "--cap-exit", "7"], None, "--cap-exit must be a side exit in 0..2"),
         (["{run}", "--threshold", "2"], None, "--threshold is a max-probability in [0, 1]"),
+        (["{run}"], write("robustness", "x"), "robustness is a file; expected the study's folder"),
         (["{run}"], write("evaluation.json", GARBAGE), "evaluation.json"),
         (["{run}"], write("evaluation.json", '{"title": "old"}'), "evaluation.json"),
     ],

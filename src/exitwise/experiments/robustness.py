@@ -376,6 +376,8 @@ def plan_robustness(
         raise InputError(f"--samples must be a positive number of test images, got {samples}")
     if threshold is not None and not 0 <= threshold <= 1.01:
         raise InputError(f"--threshold is a max-probability in [0, 1], got {threshold}")
+    if (run_dir / "robustness").exists() and not (run_dir / "robustness").is_dir():
+        raise InputError(f"{run_dir / 'robustness'} is a file; expected the study's folder")
     model = load_model(run_dir, device=device).model
     if not 0 <= cap_exit < model.num_exits - 1:
         raise InputError(
