@@ -62,22 +62,31 @@ def main() -> None:
     ours = DeepFool(model, target="final", num_candidates=classes, overshoot=0.02, max_iter=50)
     theirs = torchattacks.DeepFool(final, steps=50, overshoot=0.02)
     rows = {}
-    for name, attack in (("exitwise (batched)", lambda: ours(x, y)),
-                         ("torchattacks", lambda: theirs(x, y))):
+    for name, attack in (
+        ("exitwise (batched)", lambda: ours(x, y)),
+        ("torchattacks", lambda: theirs(x, y)),
+    ):
         t0 = time.perf_counter()
         adv = attack()
         seconds = time.perf_counter() - t0
         with torch.no_grad():
             fooled = final(adv).argmax(1) != y
         l2 = (adv - x).flatten(1).norm(dim=1)
-        rows[name] = {"seconds": seconds, "fooling_rate": float(fooled.float().mean()),
-                      "median_l2": float(l2[fooled].median()) if fooled.any() else float("nan")}
-    print(f"model: {args.run_dir} (final exit), {len(y)} correctly classified test images, "
-          f"{classes} classes, threads {args.threads}")
+        rows[name] = {
+            "seconds": seconds,
+            "fooling_rate": float(fooled.float().mean()),
+            "median_l2": float(l2[fooled].median()) if fooled.any() else float("nan"),
+        }
+    print(
+        f"model: {args.run_dir} (final exit), {len(y)} correctly classified test images, "
+        f"{classes} classes, threads {args.threads}"
+    )
     print(f"{'attack':<20} | {'seconds':>8} | {'fooling rate':>12} | {'median L2':>9}")
     for name, r in rows.items():
-        print(f"{name:<20} | {r['seconds']:>8.1f} | {100 * r['fooling_rate']:>11.1f}% | "
-              f"{r['median_l2']:>9.3f}")
+        print(
+            f"{name:<20} | {r['seconds']:>8.1f} | {100 * r['fooling_rate']:>11.1f}% | "
+            f"{r['median_l2']:>9.3f}"
+        )
     ratio = rows["torchattacks"]["seconds"] / rows["exitwise (batched)"]["seconds"]
     print(f"speed-up of the batched DeepFool: {ratio:.1f}x")
     if args.json:

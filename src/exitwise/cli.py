@@ -221,9 +221,7 @@ def _summary(ev) -> None:
                 f"backbone's FLOPs; exit shares {shares}"
             )
     o = ev.oracle
-    console.print(
-        f"oracle: {fmt.pct(o.accuracy, 2)} at {fmt.pct(o.flops_fraction)} of the FLOPs"
-    )
+    console.print(f"oracle: {fmt.pct(o.accuracy, 2)} at {fmt.pct(o.flops_fraction)} of the FLOPs")
 
 
 def _command() -> str:
