@@ -25,12 +25,11 @@ def device(request, monkeypatch):
     return torch.device(request.param)
 
 
-@pytest.fixture
-def small_net():
-    """A CIFAR ResNet-20 with three BranchyNet exits, in float64 (bitwise-stable routing)."""
+def build_small_net():
+    """A CIFAR ResNet-20 with three BranchyNet exits at 3x16x16, 7 classes, float32."""
     from exitwise.nets import build_multi_exit
 
-    net = build_multi_exit(
+    return build_multi_exit(
         "resnet20",
         num_classes=7,
         input_shape=(3, 16, 16),
@@ -40,7 +39,12 @@ def small_net():
         std=[0.2, 0.25, 0.3],
         seed=0,
     )
-    return net.double().eval()
+
+
+@pytest.fixture
+def small_net():
+    """``build_small_net()`` in float64 (bitwise-stable routing)."""
+    return build_small_net().double().eval()
 
 
 @pytest.fixture

@@ -20,14 +20,10 @@ import torch
 from typer.testing import CliRunner
 
 from exitwise.cli import app
+from tests.test_cli import TINY as CLI_TINY
 
 TINY = [
-    "data.options.train_per_class=6",
-    "data.options.test_per_class=3",
-    "data.val_fraction=0.2",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "threads=1",
+    *CLI_TINY,
     # a CIFAR ResNet-20 with three exits: 1 MB of weights, so every row copies the run quickly
     "model.preset=null",
     "model.options.backbone=resnet20",

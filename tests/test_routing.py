@@ -16,6 +16,7 @@ from exitwise.routing import (
     simulate,
     sweep,
 )
+from tests.conftest import build_small_net
 
 
 def first_exit_confidence(net, x):
@@ -56,22 +57,7 @@ def test_routed_equals_simulated(small_net, batch):
 
 def small_net_f32(device):
     """``small_net`` in float32 (the dtype models train and run in), on ``device``."""
-    from exitwise.nets import build_multi_exit
-
-    return (
-        build_multi_exit(
-            "resnet20",
-            num_classes=7,
-            input_shape=(3, 16, 16),
-            exits_after=["layer1.1", "layer2.1", "layer3.0"],
-            exit_head="branchy",
-            mean=[0.5, 0.4, 0.3],
-            std=[0.2, 0.25, 0.3],
-            seed=0,
-        )
-        .to(device)
-        .eval()
-    )
+    return build_small_net().to(device).eval()
 
 
 def test_routed_equals_simulated_in_float32(device, batch):

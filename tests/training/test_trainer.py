@@ -190,18 +190,24 @@ def test_resume_may_change_the_device_and_channels_last_but_not_the_precision(tm
         train(tiny_model(), data, TrainConfig(**{**CFG, "epochs": 1}, precision="bf16"), tmp_path)
 
 
+class _Stop(Exception):
+    pass
+
+
+def interrupt_after_first_epoch(data, cfg, run_dir, **kw):
+    """Train ``tiny_model()`` into ``run_dir`` and stop it after the first epoch's checkpoint."""
+
+    def stop(record):
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        train(tiny_model(), data, cfg, run_dir, on_epoch=stop, **kw)
+
+
 def test_a_checkpoint_saved_before_precision_existed_resumes(tmp_path):
     """Keys added to TrainConfig since a checkpoint was written take their defaults."""
     data, cfg = tiny_data(), TrainConfig(**{**CFG, "epochs": 2})
-
-    class Stop(Exception):
-        pass
-
-    def stop(record):
-        raise Stop
-
-    with pytest.raises(Stop):
-        train(tiny_model(), data, cfg, tmp_path, on_epoch=stop)
+    interrupt_after_first_epoch(data, cfg, tmp_path)
     tensors, meta = load_pair(tmp_path, "train_state")
     for key in ("precision", "channels_last"):
         del meta["train_config"][key]
@@ -219,15 +225,7 @@ def test_a_run_interrupted_on_the_cpu_resumes_on_every_device(tmp_path, device):
     from exitwise.devices import describe_device
 
     data, cfg = tiny_data(), TrainConfig(**{**CFG, "epochs": 2})
-
-    class Stop(Exception):
-        pass
-
-    def stop(record):
-        raise Stop
-
-    with pytest.raises(Stop):
-        train(tiny_model(), data, cfg, tmp_path, on_epoch=stop, device="cpu")
+    interrupt_after_first_epoch(data, cfg, tmp_path, device="cpu")
     result = train(tiny_model(), data, cfg, tmp_path, device=device)
     assert result.resumed_from_epoch == 1
     assert [r["device"] for r in result.history] == ["cpu", describe_device(device)]
