@@ -24,6 +24,15 @@ from exitwise.atomic import write_json
 from exitwise.errors import InputError
 
 __all__ = [
+    "ReliabilityBin",
+    "ExitCalibration",
+    "CalibrationSummary",
+    "RiskFitResult",
+    "EvidenceRow",
+    "RiskEvidence",
+    "ShiftRow",
+    "RiskConfig",
+    "RiskResult",
     "ResultError",
     "OperatingPoint",
     "ChosenPoint",
@@ -229,6 +238,7 @@ class OperatingPoint:
     mean_flops: float
     flops_fraction: float
     exit_shares: tuple[float, ...]
+    thresholds: tuple[float, ...] | None = None  # per side exit, for per-exit threshold rules
 
     @property
     def mean_macs(self) -> float:
@@ -333,6 +343,43 @@ class TrainingInfo:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ReliabilityBin:
+    lower: float
+    upper: float
+    count: int
+    confidence: float  # mean max-probability in the bin (0 when empty)
+    accuracy: float  # accuracy in the bin (0 when empty)
+
+
+@dataclass(frozen=True)
+class ExitCalibration:
+    """One exit before and after temperature scaling (fitted on validation, measured on test)."""
+
+    exit: int
+    temperature: float
+    ece_before: float
+    ece_after: float
+    ece_global: float  # with the one global temperature
+    nll_before: float
+    nll_after: float
+    reliability_before: list[ReliabilityBin]
+    reliability_after: list[ReliabilityBin]
+
+
+@dataclass
+class CalibrationSummary:
+    """Temperatures fitted by NLL on validation, applied by every confidence-based rule; ECE with
+    15 equal-width bins on the test split, before and after."""
+
+    temperatures: list[float]
+    global_temperature: float
+    exits: list[ExitCalibration]
+    exit_weights: list[float]  # each exit's validation accuracy (the committee's weights)
+    bins: int = 15
+    fitted_on: str = "validation"
+
+
 @dataclass
 class EfficiencyResult(_Result):
     """The efficiency study (seed 000 Figs. 3 and 4): ``evaluation.json``."""
@@ -353,6 +400,7 @@ class EfficiencyResult(_Result):
     training: TrainingInfo | None = None
     command: str | None = None
     notes: list[str] = field(default_factory=list)
+    calibration: CalibrationSummary | None = None
 
     @property
     def num_exits(self) -> int:
@@ -500,3 +548,102 @@ class ComparisonResult(_Result):
     at_budget: list[ComparedPoint]
     goal: list[ComparedPoint]
     runs: dict[str, RunCurves]
+
+
+# ------------------------------------------------------------------------------- risk control
+
+
+@dataclass(frozen=True)
+class RiskFitResult:
+    """One fitted risk-controlling rule: thresholds chosen on calibration data, measured apart.
+
+    ``thresholds`` (one per side exit) with the run's temperatures make an ordinary
+    ``MaxProbability`` rule that runs live in ``route``.
+    """
+
+    method: Literal["crc", "ltt"]
+    risk: Literal["disagreement", "gap"]
+    rule: Literal["shared", "per_exit"]
+    epsilon: float
+    delta: float | None
+    thresholds: tuple[float, ...]
+    qualified: bool  # False when no grid point passed and everything goes to the final exit
+    calib_risk: float
+    calib_samples: int
+    test_risk: float | None = None
+    test_flops_fraction: float | None = None
+    test_accuracy: float | None = None
+    calibrated_on: str = "validation"
+    measured_on: str = "test"
+
+
+@dataclass(frozen=True)
+class EvidenceRow:
+    """One epsilon over many random calibration/test splits of held-out data."""
+
+    epsilon: float
+    crc_mean_risk: float
+    crc_risk_p10: float
+    crc_risk_p90: float
+    crc_flops_fraction: float
+    ltt_violation_rate: float
+    ltt_mean_risk: float
+    ltt_flops_fraction: float
+    best_flops_fraction: float  # cheapest threshold whose test risk <= epsilon, chosen on test
+
+
+@dataclass
+class RiskEvidence:
+    risk: Literal["disagreement", "gap"]
+    rule: Literal["shared", "per_exit"]
+    delta: float
+    splits: int
+    calib_fraction: float
+    rows: list[EvidenceRow]
+
+
+@dataclass(frozen=True)
+class ShiftRow:
+    """Thresholds calibrated on clean images, applied to a disturbed test set, and the same rule
+    recalibrated on disturbed images (half of them, measured on the other half)."""
+
+    disturbance: str
+    level: float
+    method: Literal["crc", "ltt"]
+    clean_calibrated_risk: float
+    clean_calibrated_flops_fraction: float
+    recalibrated_risk: float
+    recalibrated_flops_fraction: float
+    final_exit_accuracy: float
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    epsilons: list[float]
+    delta: float
+    risks: list[str]
+    splits: int
+    calib_fraction: float
+    seed: int
+    temperatures: list[float]
+    user_epsilon: float
+    user_method: str
+    user_rule: str
+
+
+@dataclass
+class RiskResult(_Result):
+    """The risk-control study of a run (issue 11): ``risk/risk.json``."""
+
+    KIND: ClassVar[str] = "risk"
+    NOUN: ClassVar[str] = "a risk-control study"
+    ROOT: ClassVar[str] = "risk"
+    REDO: ClassVar[str] = "exitwise risk RUN_DIR"
+
+    title: str
+    config: RiskConfig
+    fitted: list[RiskFitResult]  # calibrated on validation, measured on test (GTSRB's own shift)
+    evidence: list[RiskEvidence]
+    shift: list[ShiftRow] = field(default_factory=list)
+    recalibrated: list[RiskFitResult] = field(default_factory=list)  # on half of test
+    command: str | None = None
