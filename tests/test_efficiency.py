@@ -66,5 +66,5 @@ def test_study_reports_every_exit_policy_and_oracle():
         assert pol.chosen.val_accuracy >= val_acc[-1]  # tolerance 0: not below the final exit
     assert ev.oracle.accuracy >= max(e.accuracy for e in ev.exits) - 1e-12
     assert EfficiencyResult.from_json(ev.to_json()) == ev
-    with pytest.raises(KeyError, match="unknown exit policy 'patience'"):
-        efficiency_study(tiny_model(), tiny_data(), policies=["patience"])
+    with pytest.raises(KeyError, match="unknown exit policy 'no_such_rule'"):
+        efficiency_study(tiny_model(), tiny_data(), policies=["no_such_rule"])

@@ -1,10 +1,20 @@
 """Routed inference equals the offline simulation; exited samples never run later stages."""
 
+import math
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from exitwise.policies import Entropy, MaxProbability
+from exitwise.policies import (
+    Capped,
+    Committee,
+    Entropy,
+    ExitPolicy,
+    MaxProbability,
+    MeanEnsemble,
+    Patience,
+)
 from exitwise.routing import (
     ExitResults,
     OperatingPoint,
@@ -35,6 +45,39 @@ def policies_for(net, x):
         MaxProbability([q[1], q[0], 0.3]),
         Entropy(1.7),
         Entropy(0.9, normalized=True),
+        *new_rules(net, x, q),
+    ]
+
+
+WEIGHTS = (0.55, 0.7, 0.8, 0.9)  # stand-ins for validation accuracies
+TEMPS = (1.6, 1.3, 0.9, 1.2)  # one temperature per exit, the last included
+
+
+def spread(rule, net, x):
+    """Per-side-exit thresholds at quantiles of ``rule``'s own confidences at each exit (0.7,
+    0.5, 0.3), so that samples leave at every side exit; interpolated quantiles keep them away
+    from ties within float32 rounding."""
+    outputs, _ = collect_outputs(net, [x])
+    return [
+        float(rule.decide(i, outputs[: i + 1]).confidence.quantile(p))
+        for i, p in enumerate((0.7, 0.5, 0.3))
+    ]
+
+
+def new_rules(net, x, q):
+    """The temperature-scaled, combining and patience rules, at thresholds around ``q`` and at
+    thresholds spread over the side exits."""
+    committee, mean = Committee(math.inf, WEIGHTS, TEMPS), MeanEnsemble(math.inf)
+    return [
+        MaxProbability([q[1], q[0], 0.3], temperature=TEMPS),
+        Entropy(0.9, normalized=True, temperature=TEMPS),
+        Committee(q[0], WEIGHTS),
+        Committee(spread(committee, net, x), WEIGHTS[:3], temperature=TEMPS),
+        Committee(1.01, WEIGHTS),  # nobody leaves early: every side exit combines
+        MeanEnsemble(q[1]),
+        MeanEnsemble(spread(mean, net, x)),
+        Capped(Committee(q[1], WEIGHTS, temperature=TEMPS), max_exit=2),
+        *(Patience(p) for p in (1, 2, 3, 4)),
     ]
 
 
@@ -73,6 +116,7 @@ def test_routed_equals_simulated_in_float32(device, batch):
         MaxProbability(q[0]),
         MaxProbability([q[1], q[0], 0.3]),
         Entropy(0.9, normalized=True),
+        *new_rules(net, x, q),
     ]
     assert_routed_equals_simulated(net, x, policies, atol=1e-6)
 
@@ -217,3 +261,61 @@ def test_results_accuracy_checks_shapes():
     assert res.accuracy(torch.tensor([1, 1])) == 0.5
     with pytest.raises(ValueError, match="labels must have shape"):
         res.accuracy(torch.tensor([1, 1, 1]))
+
+
+def test_combining_rules_pay_for_their_combination(small_net, batch):
+    """Committee and mean: ``2 * num_classes * k`` FLOPs per sample at side exit ``k - 1``
+    (``k`` exits combined; nothing at exit 0, nor at the last exit, which decides alone)."""
+    path, classes = small_net.costs.path_flops, small_net.num_classes
+    for rule in (Committee(1.01, WEIGHTS), MeanEnsemble(1.01)):
+        res = route(small_net, batch, rule)
+        assert res.exit_counts == [0, 0, 0, 48]
+        assert res.flops.tolist() == [path[-1] + 2 * classes * (2 + 3)] * 48
+        first = route(small_net, batch, Committee(0.0, WEIGHTS))
+        assert first.flops.tolist() == [path[0]] * 48
+    capped = route(small_net, batch, Capped(MeanEnsemble(1.01), max_exit=1))
+    assert capped.exit_counts == [0, 48, 0, 0]
+    assert capped.flops.tolist() == [path[1] + 2 * classes * 2] * 48
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_patience_routed_equals_simulated_with_agreeing_exits(batch, dtype):
+    """The untrained net's exits each predict one class, so no two agree; centring each exit's
+    logits over the batch (through its bias) makes predictions vary, and some samples meet
+    patience 2 at the middle exits."""
+    net, x = build_small_net().to(dtype).eval(), batch.to(dtype)
+    with torch.no_grad():
+        for head, logits in zip(net.exits, net(x), strict=True):
+            head[-1].bias -= logits.mean(dim=0)
+    counts = route(net, x, Patience(2)).exit_counts
+    assert counts[0] == 0 and counts[1] > 0 and counts[2] > 0
+    assert route(net, x, Patience(4)).exit_counts == [0, 0, 0, 48]
+    assert route(net, x, Patience(1)).exit_counts == [48, 0, 0, 0]
+    rules = [Patience(p, temperature=TEMPS) for p in (1, 2, 3, 4)]
+    assert_routed_equals_simulated(net, x, rules, atol=1e-6 if dtype == torch.float32 else 0.0)
+
+
+def test_per_exit_values_are_checked_before_anything_runs(small_net, batch):
+    calls = []
+    hook = small_net.stages[0].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match="temperature has 3 per-exit values"):
+            route(small_net, batch, MaxProbability(0.5, temperature=[1.0, 1.0, 1.0]))
+        with pytest.raises(ValueError, match="weights has 2 values"):
+            route(small_net, batch, Committee(0.5, [0.5, 0.6]))
+    finally:
+        hook.remove()
+    assert calls == []
+    outputs, _ = collect_outputs(small_net, [batch[:4]])
+    with pytest.raises(ValueError, match="alpha has 4 per-exit values"):
+        simulate(outputs, Committee([0.5] * 4, WEIGHTS), small_net.costs)
+
+
+def test_an_object_with_decide_only_is_told_to_subclass(small_net, batch):
+    class Duck:
+        def decide(self, exit_idx, outputs):
+            raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match="subclass exitwise.policies.ExitPolicy"):
+        route(small_net, batch[:2], Duck())
+    assert not isinstance(Duck(), ExitPolicy)

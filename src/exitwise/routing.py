@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 from torch import Tensor
@@ -21,7 +22,7 @@ from exitwise.devices import module_device
 from exitwise.nets.modes import eval_mode
 from exitwise.nets.multi_exit import MultiExitNet
 from exitwise.outputs import ExitOutput, as_exit_output
-from exitwise.policies import ExitPolicy, default_thresholds, final_decision
+from exitwise.policies import ExitPolicy, default_thresholds
 from exitwise.results import OperatingPoint
 
 __all__ = [
@@ -45,7 +46,8 @@ class ExitResults:
         prediction: ``(N,)`` int64 predicted class.
         exit_idx: ``(N,)`` int64 exit each sample left at.
         confidence: ``(N,)`` the policy's confidence at that exit.
-        flops: ``(N,)`` int64 FLOPs each sample cost (stages + heads evaluated).
+        flops: ``(N,)`` int64 FLOPs each sample cost (stages + heads evaluated + the rule's
+            decision FLOPs at every side exit it was decided at).
         num_exits: number of exits of the model.
     """
 
@@ -87,25 +89,46 @@ def _take(out: ExitOutput, keep: Tensor) -> ExitOutput:
     return ExitOutput(out.logits[keep], None if out.confidence is None else out.confidence[keep])
 
 
-def _check_policy(policy: object, caller: str) -> None:
-    """A clear ``TypeError`` for what is not an exit rule (a name string, a class, ...)."""
+def _check_policy(policy: object, caller: str, num_exits: int) -> None:
+    """A clear ``TypeError`` for what is not an exit rule (a name string, a class, ...), and the
+    rule's own check of its per-exit values against ``num_exits``."""
     if isinstance(policy, ExitPolicy):
+        policy.check_exits(num_exits)
         return
     if isinstance(policy, str):
         raise TypeError(
             f"{caller} needs an ExitPolicy object such as MaxProbability(0.9), got the string "
-            f"{policy!r}; build one from a name with exitwise.policies.POLICIES.get(name).make(t)"
+            f"{policy!r}; build one from a name with "
+            "exitwise.policies.POLICIES.get(name).make(t, PolicyContext())"
         )
     if isinstance(policy, type) and issubclass(policy, ExitPolicy):
         raise TypeError(
             f"{caller} needs an ExitPolicy object, got the class {policy.__name__}; "
             f"instantiate it, e.g. {policy.__name__}(0.9)"
         )
-    if not callable(getattr(policy, "decide", None)):
-        raise TypeError(
-            f"{caller} needs an ExitPolicy object such as MaxProbability(0.9), got "
-            f"{type(policy).__name__}"
-        )
+    hint = (
+        "; subclass exitwise.policies.ExitPolicy (it provides final, decision_flops and "
+        "check_exits)"
+        if callable(getattr(policy, "decide", None))
+        else ""
+    )
+    raise TypeError(
+        f"{caller} needs an ExitPolicy object such as MaxProbability(0.9), got "
+        f"{type(policy).__name__}{hint}"
+    )
+
+
+def _decision_flops(
+    policy: ExitPolicy, num_exits: int, num_classes: int, device: torch.device | str
+) -> Tensor | None:
+    """``(E,)`` int64: the rule's decision FLOPs per sample summed over the side exits
+    ``0..i`` (the last exit is decided by ``policy.final``, which combines nothing); ``None`` when
+    the rule spends none."""
+    per_exit = [policy.decision_flops(i, num_classes) for i in range(num_exits - 1)]
+    if not any(per_exit):
+        return None
+    cumulative = list(accumulate(per_exit))
+    return torch.tensor([*cumulative, cumulative[-1]], dtype=torch.int64, device=device)
 
 
 @torch.no_grad()
@@ -127,10 +150,11 @@ def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
 
     Returns:
         Per-sample prediction, exit taken, confidence and FLOPs spent, in input order. The FLOPs
-        are those of ``model.costs_at(x.shape[1:])``: what ``FlopCounterMode`` counts around
-        the call.
+        are those of ``model.costs_at(x.shape[1:])`` plus the rule's
+        :meth:`~exitwise.policies.ExitPolicy.decision_flops` at every side exit the sample was
+        decided at: what ``FlopCounterMode`` counts around the call.
     """
-    _check_policy(policy, "route")
+    _check_policy(policy, "route", model.num_exits)
     model.validate_input(x)
     n, device = x.shape[0], x.device
     path_flops = model.costs_at(x.shape[1:]).path_flops_tensor(device)
@@ -143,7 +167,7 @@ def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
             h = model.stages[i](h)
             out = as_exit_output(model.exits[i](h))
             history.append(out)
-            dec = final_decision(out) if i == last else policy.decide(i, history)
+            dec = policy.final(history) if i == last else policy.decide(i, history)
             leave = dec.exit_mask
             n_leave = int(leave.sum())
             if n_leave == leave.shape[0]:
@@ -166,7 +190,11 @@ def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
         conf = torch.empty(n, dtype=x.dtype, device=device)
         for rows, i, p, c in parts:
             pred[rows], conf[rows], exit_idx[rows] = p, c.to(conf.dtype), i
-    return ExitResults(pred, exit_idx, conf, path_flops[exit_idx], model.num_exits)
+    flops = path_flops[exit_idx]
+    extra = _decision_flops(policy, model.num_exits, model.num_classes, device)
+    if extra is not None:
+        flops = flops + extra[exit_idx]
+    return ExitResults(pred, exit_idx, conf, flops, model.num_exits)
 
 
 @torch.no_grad()
@@ -222,19 +250,23 @@ def simulate(outputs: Sequence[ExitOutput], policy: ExitPolicy, costs: CostAccou
         outputs: one :class:`ExitOutput` per exit over the same ``N`` samples.
         policy: the exit rule.
         costs: the model's cost account at the shape of the samples
-            (``model.costs_at(shape)``; gives each exit's path FLOPs).
+            (``model.costs_at(shape)``; gives each exit's path FLOPs, to which the rule's
+            decision FLOPs are added as in :func:`route`).
     """
-    _check_policy(policy, "simulate")
+    _check_policy(policy, "simulate", costs.num_exits)
     if len(outputs) != costs.num_exits:
         raise ValueError(f"expected outputs of {costs.num_exits} exits, got {len(outputs)}")
     decisions = [policy.decide(i, outputs[: i + 1]) for i in range(len(outputs) - 1)]
-    decisions.append(final_decision(outputs[-1]))
+    decisions.append(policy.final(outputs))
     leave = torch.stack([d.exit_mask for d in decisions])  # (E, N)
     exit_idx = leave.to(torch.int8).argmax(dim=0).to(torch.int64)  # first exit that lets go
     pick = exit_idx.unsqueeze(0)
     pred = torch.stack([d.prediction for d in decisions]).gather(0, pick).squeeze(0)
     conf = torch.stack([d.confidence for d in decisions]).gather(0, pick).squeeze(0)
     flops = costs.path_flops_tensor(exit_idx.device)[exit_idx]
+    extra = _decision_flops(policy, costs.num_exits, outputs[0].logits.shape[1], exit_idx.device)
+    if extra is not None:
+        flops = flops + extra[exit_idx]
     return ExitResults(pred, exit_idx, conf, flops, costs.num_exits)
 
 

@@ -13,7 +13,7 @@ import torch
 from exitwise.data import ArrayDataset, DatasetSplits, iterate_batches
 from exitwise.devices import module_device
 from exitwise.nets import ExitOutput, MultiExitNet
-from exitwise.policies import POLICIES, LearnedConfidence
+from exitwise.policies import POLICIES, ExitPolicy, LearnedConfidence, PolicyContext, PolicyFamily
 from exitwise.results import (
     BackboneResult,
     ChosenPoint,
@@ -46,6 +46,10 @@ def _outputs(
     outputs, labels = collect_outputs(model, batches, progress)
     assert labels is not None
     return outputs, labels
+
+
+def _maker(family: PolicyFamily, ctx: PolicyContext) -> Callable[[float], ExitPolicy]:
+    return lambda t: family.make(t, ctx)
 
 
 def _accuracies(outputs: Sequence[ExitOutput], labels: torch.Tensor) -> list[float]:
@@ -114,14 +118,16 @@ def efficiency_study(
         ),
         policies={},
     )
+    ctx = PolicyContext()
     for pol_name in names:
         family = POLICIES.get(pol_name)
-        points = sweep(test_out, test_y, costs, family.make, family.thresholds)
+        make, grid = _maker(family, ctx), family.thresholds_for(model.num_exits)
+        points = sweep(test_out, test_y, costs, make, grid)
         entry = PolicyResult(family.label, points, pareto_front(points))
         if val_out is not None and val_y is not None and val_acc is not None:
-            entry.val_sweep = sweep(val_out, val_y, costs, family.make, family.thresholds)
+            entry.val_sweep = sweep(val_out, val_y, costs, make, grid)
             pick = choose_threshold(entry.val_sweep, val_acc[-1] - tolerance)
-            (p,) = sweep(test_out, test_y, costs, family.make, [pick.threshold])
+            (p,) = sweep(test_out, test_y, costs, make, [pick.threshold])
             entry.chosen = ChosenPoint(
                 p.threshold,
                 p.accuracy,
