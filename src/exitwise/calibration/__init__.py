@@ -1,5 +1,16 @@
 """Calibration on validation outputs (floor 4): temperatures, per-exit thresholds, CRC / LTT."""
 
+from exitwise.calibration.risk import (
+    EpsilonEvidence,
+    MethodEvidence,
+    RiskControlledThresholds,
+    RiskEvidence,
+    fit_crc,
+    fit_ltt,
+    loss_matrix,
+    quantile_path,
+    risk_evidence,
+)
 from exitwise.calibration.temperature import (
     ConfidenceBin,
     Reliability,
@@ -11,6 +22,15 @@ from exitwise.calibration.temperature import (
 )
 
 __all__ = [
+    "EpsilonEvidence",
+    "MethodEvidence",
+    "RiskControlledThresholds",
+    "RiskEvidence",
+    "fit_crc",
+    "fit_ltt",
+    "loss_matrix",
+    "quantile_path",
+    "risk_evidence",
     "ConfidenceBin",
     "Reliability",
     "expected_calibration_error",
