@@ -62,7 +62,7 @@ RiskName = Literal["disagreement", "gap"]
 RISKS: tuple[str, ...] = get_args(RiskName)
 """The risks a controller can bound, by name."""
 
-_QUANTILES = (0.05, 0.5, 0.95)
+_QUANTILES = (0.1, 0.5, 0.9)
 
 
 # ------------------------------------------------------------------------------------ results
@@ -116,7 +116,7 @@ class MethodEvidence:
         flops_fractions: mean test FLOPs of each split, as a fraction of the backbone's FLOPs.
         mean_test_risk: mean of ``test_risks`` (CRC bounds its expectation by ``epsilon``).
         std_test_risk: standard deviation of ``test_risks`` across splits.
-        test_risk_quantiles: 5 %, 50 % and 95 % quantiles of ``test_risks``.
+        test_risk_quantiles: 10 %, 50 % and 90 % quantiles of ``test_risks``.
         violation_rate: share of splits whose test risk > ``epsilon`` (LTT bounds the
             probability that the true risk exceeds ``epsilon`` by ``delta``).
         mean_flops: mean test FLOPs per sample, averaged over splits.
