@@ -20,6 +20,14 @@ from exitwise.calibration.temperature import (
     fit_temperatures,
     reliability,
 )
+from exitwise.calibration.thresholds import (
+    PerExitThresholds,
+    SharedBaseline,
+    max_probability_scores,
+    per_exit_front,
+    policy_scores,
+    search_per_exit,
+)
 
 __all__ = [
     "EpsilonEvidence",
@@ -38,4 +46,10 @@ __all__ = [
     "fit_temperature",
     "fit_temperatures",
     "reliability",
+    "PerExitThresholds",
+    "SharedBaseline",
+    "max_probability_scores",
+    "per_exit_front",
+    "policy_scores",
+    "search_per_exit",
 ]
