@@ -43,7 +43,8 @@ def test_study_reports_every_exit_policy_and_oracle():
     model = tiny_model()
     train(model, data, TrainConfig(**{**CFG, "epochs": 1}))  # exits that disagree: 100% / 62%
     model.eval()
-    ev = efficiency_study(model, data, tolerance=0.0, model_name="tiny")
+    ev = efficiency_study(model, data, tolerance=0.0, model_name="tiny", calibrate=False)
+    assert ev.calibration is None and "committee" not in ev.policies  # no weights without it
     assert [e.exit for e in ev.exits] == [0, 1]
     assert ev.costs.backbone_flops == ev.backbone.flops == model.costs.backbone_flops
     with torch.no_grad():
@@ -68,3 +69,39 @@ def test_study_reports_every_exit_policy_and_oracle():
     assert EfficiencyResult.from_json(ev.to_json()) == ev
     with pytest.raises(KeyError, match="unknown exit policy 'no_such_rule'"):
         efficiency_study(tiny_model(), tiny_data(), policies=["no_such_rule"])
+
+
+def test_calibrated_study_applies_temperatures_and_searches_per_exit_thresholds():
+    from exitwise.policies import MaxProbability
+    from exitwise.routing import collect_outputs, simulate
+
+    torch.manual_seed(0)
+    data = tiny_data()
+    model = tiny_model()
+    train(model, data, TrainConfig(**{**CFG, "epochs": 1}))
+    model.eval()
+    rules = ["max_probability", "entropy", "committee", "mean_ensemble", "patience"]
+    ev = efficiency_study(model, data, rules, tolerance=0.005, model_name="tiny")
+    cal = ev.calibration
+    assert cal is not None and len(cal.temperatures) == model.num_exits
+    assert cal.exit_weights == pytest.approx([e.val_accuracy for e in ev.exits])
+    for e in cal.exits:  # fitted by NLL on validation: it rarely hurts NLL on test by much
+        assert e.nll_after <= e.nll_before + 0.05
+    assert {"committee", "mean_ensemble", "patience", "max_probability_per_exit"} <= set(
+        ev.policies
+    )
+    # the shared max-probability sweep uses the fitted temperatures
+    mp = ev.policies["max_probability"]
+    outs, labels = collect_outputs(model, [(data.test.images.float() / 255, data.test.labels)])
+    t = mp.sweep[5].threshold
+    res = simulate(outs, MaxProbability(t, temperature=cal.temperatures), model.costs)
+    assert mp.sweep[5].accuracy == pytest.approx(res.accuracy(labels))
+    # per-exit thresholds: on validation never costlier than the shared threshold it started from
+    per_exit = ev.policies["max_probability_per_exit"]
+    assert per_exit.chosen is not None and per_exit.chosen.thresholds is not None
+    assert len(per_exit.chosen.thresholds) == model.num_exits - 1
+    (shared_val,) = [p for p in mp.val_sweep if p.threshold == mp.chosen.threshold]
+    (mine_val,) = [p for p in per_exit.val_sweep if p.threshold == 0.005]
+    assert mine_val.accuracy >= ev.exits[-1].val_accuracy - 0.005 - 1e-12
+    assert mine_val.mean_flops <= shared_val.mean_flops + 1e-9
+    assert EfficiencyResult.from_json(ev.to_json()) == ev

@@ -68,11 +68,27 @@ class ModelConfig:
 @dataclass
 class EvalConfig:
     """Which exit policies to sweep, and the accuracy tolerance used to pick a threshold on the
-    validation split (0.005 = within 0.5 points of the final exit)."""
+    validation split (0.005 = within 0.5 points of the final exit).
 
-    policies: list[str] = field(default_factory=lambda: ["max_probability", "entropy"])
+    ``calibrate`` fits a temperature per exit by NLL on the validation split and applies it in
+    every confidence-based rule (the committee's weights are the exits' validation accuracies);
+    ``per_exit`` adds max-probability with per-exit thresholds searched on validation, for
+    accuracy targets and for FLOPs budgets.
+    """
+
+    policies: list[str] = field(
+        default_factory=lambda: [
+            "max_probability",
+            "entropy",
+            "committee",
+            "mean_ensemble",
+            "patience",
+        ]
+    )
     tolerance: float = 0.005
     batch_size: int = 512
+    calibrate: bool = True
+    per_exit: bool = True
 
 
 @dataclass

@@ -6,12 +6,16 @@ Thresholds are chosen on the validation split; the test split is only used to re
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
 
+from exitwise.calibration.thresholds import max_probability_scores, search_per_exit
+from exitwise.cost import CostAccount
 from exitwise.data import ArrayDataset, DatasetSplits, iterate_batches
 from exitwise.devices import module_device
+from exitwise.experiments.calibration import calibrate_exits, policy_context
 from exitwise.nets import ExitOutput, MultiExitNet
 from exitwise.policies import POLICIES, ExitPolicy, LearnedConfidence, PolicyContext, PolicyFamily
 from exitwise.results import (
@@ -27,6 +31,12 @@ from exitwise.results import (
     PolicyResult,
 )
 from exitwise.routing import collect_outputs, oracle, pareto_front, sweep
+
+PER_EXIT_TOLERANCES = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+"""Accuracy targets of the per-exit search: the final exit's validation accuracy minus these."""
+
+PER_EXIT_BUDGETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+"""FLOPs budgets of the per-exit search, as fractions of the plain backbone's FLOPs."""
 
 __all__ = ["choose_threshold", "efficiency_study"]
 
@@ -64,6 +74,8 @@ def efficiency_study(
     batch_size: int = 512,
     progress: Callable[[int], None] | None = None,
     model_name: str = "",
+    calibrate: bool = True,
+    per_exit: bool = True,
 ) -> EfficiencyResult:
     """Evaluate ``model`` on ``data``: per-exit accuracy and cost, and every policy's sweep.
 
@@ -72,6 +84,14 @@ def efficiency_study(
     Models with EENets exits also get ``learned_confidence`` (with its default threshold 0.5
     reported as ``default``) next to the max-probability and entropy rules. Costs are those of
     the data's input shape. It runs where the model is; the outputs are kept on the CPU.
+
+    With ``calibrate`` (and a validation split) a temperature per exit is fitted by NLL on
+    validation and every confidence-based rule uses it; the committee is weighted by the exits'
+    validation accuracies. With ``per_exit``, max-probability with per-exit thresholds searched
+    on validation is added twice: for accuracy targets (``max_probability_per_exit``, its
+    ``threshold`` is the tolerance below the final exit) and for FLOPs budgets
+    (``max_probability_per_exit_budget``, its ``threshold`` is the budget as a fraction of the
+    backbone's FLOPs).
     """
     names = list(policies)
     for name in names:
@@ -118,7 +138,12 @@ def efficiency_study(
         ),
         policies={},
     )
-    ctx = PolicyContext()
+    has_val = val_out is not None and val_y is not None
+    if calibrate and has_val:
+        assert val_out is not None and val_y is not None
+        result.calibration = calibrate_exits(val_out, val_y, test_out, test_y)
+    ctx = policy_context(result.calibration)
+    names = [n for n in names if ctx.exit_weights is not None or n != "committee"]
     for pol_name in names:
         family = POLICIES.get(pol_name)
         make, grid = _maker(family, ctx), family.thresholds_for(model.num_exits)
@@ -141,4 +166,70 @@ def efficiency_study(
         if pol_name == "learned_confidence":
             (entry.default,) = sweep(test_out, test_y, costs, LearnedConfidence, [0.5])
         result.policies[pol_name] = entry
+    if per_exit and val_out is not None and val_y is not None and val_acc is not None:
+        result.policies.update(
+            _per_exit_rules(val_out, val_y, test_out, test_y, costs, ctx, val_acc[-1], tolerance)
+        )
     return result
+
+
+def _per_exit_rules(
+    val_out: Sequence[ExitOutput],
+    val_y: torch.Tensor,
+    test_out: Sequence[ExitOutput],
+    test_y: torch.Tensor,
+    costs: CostAccount,
+    ctx: PolicyContext,
+    val_final: float,
+    tolerance: float,
+) -> dict[str, PolicyResult]:
+    """Max-probability with per-exit thresholds searched on validation, measured on test."""
+    scores, preds = max_probability_scores(val_out, ctx.temperature)
+    bb = costs.backbone_flops
+    goals: dict[str, tuple[str, dict[float, tuple[float | None, float | None]]]] = {
+        "max_probability_per_exit": (
+            "max softmax probability >= t_i, per-exit thresholds for the final exit's "
+            "validation accuracy - t",
+            {t: (val_final - t, None) for t in (*PER_EXIT_TOLERANCES, tolerance)},
+        ),
+        "max_probability_per_exit_budget": (
+            "max softmax probability >= t_i, per-exit thresholds for mean FLOPs <= t x backbone",
+            {b: (None, b * bb) for b in PER_EXIT_BUDGETS},
+        ),
+    }
+    rules = {}
+    for name, (label, searches) in goals.items():
+        val_points, test_points = [], []
+        for key, (target, budget) in sorted(searches.items()):
+            fit = search_per_exit(
+                scores, preds, val_y, costs.path_flops, target_accuracy=target, flops_budget=budget
+            )
+            val_points.append(
+                OperatingPoint(
+                    key,
+                    fit.accuracy,
+                    fit.mean_flops,
+                    fit.mean_flops / bb,
+                    fit.exit_shares,
+                    fit.thresholds,
+                )
+            )
+            make = _fixed(fit.policy(ctx.temperature))
+            (point,) = sweep(test_out, test_y, costs, make, [key])
+            test_points.append(dataclasses.replace(point, thresholds=fit.thresholds))
+        entry = PolicyResult(label, test_points, pareto_front(test_points), val_sweep=val_points)
+        if name == "max_probability_per_exit":
+            i = next(i for i, p in enumerate(val_points) if p.threshold == tolerance)
+            p, v = test_points[i], val_points[i]
+            entry.chosen = ChosenPoint(
+                p.threshold, p.accuracy, p.mean_flops, p.flops_fraction, p.exit_shares,
+                p.thresholds, val_accuracy=v.accuracy,
+                rule=f"per-exit thresholds with the lowest validation FLOPs within "
+                f"{100 * tolerance:.1f} points of the final exit's validation accuracy",
+            )  # fmt: skip
+        rules[name] = entry
+    return rules
+
+
+def _fixed(policy: ExitPolicy) -> Callable[[float], ExitPolicy]:
+    return lambda _t: policy

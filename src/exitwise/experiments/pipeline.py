@@ -110,6 +110,8 @@ def evaluate_run(
         cfg.eval.batch_size,
         progress=progress,
         model_name=name,
+        calibrate=cfg.eval.calibrate,
+        per_exit=cfg.eval.per_exit,
     )
     history = loaded.meta.get("history") or []
     # Threads, device and precision as recorded by each training epoch (a resumed run may have
