@@ -322,6 +322,67 @@ def robustness(
 
 
 @app.command()
+def risk(
+    run_dir: Annotated[Path, typer.Argument(help="a directory written by `exitwise run`/`train`")],
+    epsilon: Annotated[
+        float, typer.Option(help="the risk to control, e.g. 0.02 = 2% of images changed")
+    ] = 0.02,
+    delta: Annotated[float, typer.Option(help="LTT: P(risk > epsilon) <= delta")] = 0.1,
+    method: Annotated[
+        str, typer.Option(help="crc (expected risk <= epsilon) or ltt (with probability)")
+    ] = "ltt",
+    rule: Annotated[
+        str, typer.Option(help="shared (one threshold) or per_exit (a threshold per exit)")
+    ] = "shared",
+    splits: Annotated[
+        int, typer.Option(help="random calibration/test splits of the evidence")
+    ] = 200,
+    shift_samples: Annotated[
+        int, typer.Option(help="test images blurred / noised for the shift check (0: skip)")
+    ] = 2000,
+    seed: Annotated[int, typer.Option(help="seeds the splits and the disturbances")] = 0,
+    device: DeviceOpt = None,
+) -> None:
+    """Exit thresholds with guarantees (Jazbec et al. 2024): Conformal Risk Control and
+    Learn-then-Test for the disagreement with the final exit and for the ground-truth gap, with
+    one shared threshold and per-exit thresholds. Calibrated on validation with the run's
+    temperatures and measured on test; evidence over many random splits of the test set; the
+    rules under blur and noise. Writes RUN_DIR/risk/ (risk.json, CSV, PNG, risk.html) and prints
+    the tables. The fitted rule is an ordinary max-probability rule (thresholds in risk.json).
+    """
+    from exitwise.experiments.risk import RiskSettings, run_risk
+    from exitwise.report import risk_markdown, write_risk_report
+    from exitwise.training import load_model
+    from exitwise.training.checkpoint import check_model_fits
+
+    settings = RiskSettings(
+        epsilon=epsilon, delta=delta, method=method, rule=rule, splits=splits,  # type: ignore[arg-type]
+        shift_samples=shift_samples, seed=seed,
+    )  # fmt: skip
+    settings.check()
+    cfg = _setup(None, _with_device(None, device), run_dir)
+    from exitwise.devices import resolve_device
+
+    model = load_model(run_dir, device=resolve_device(cfg.device)).model
+    data = _load_data(cfg)
+    check_model_fits(model, data, run_dir)
+    name = cfg.model.preset or model.config["backbone"]
+    with console.status("risk control: outputs, fits, evidence, shift...") as status:
+        result = run_risk(
+            run_dir,
+            model,
+            data,
+            settings,
+            f"Risk control of {name} on {data.name}",
+            _command(),
+            progress=lambda step: status.update(f"risk control: {step}"),
+        )
+    report = write_risk_report(result, run_dir / "risk")
+    print(risk_markdown(result))
+    console.print(f"\n[bold green]risk report:[/bold green] {report.resolve()}")
+
+
+@app.command()
 def summary(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories with evaluation.json")],
 ) -> None:
