@@ -263,6 +263,7 @@ class PolicyResult:
     chosen: ChosenPoint | None = None
     val_sweep: list[OperatingPoint] = field(default_factory=list)
     default: OperatingPoint | None = None  # the rule's default threshold (learned confidence)
+    parameter: str | None = None  # what ``threshold`` holds, if not a threshold: "patience", ...
 
 
 @dataclass(frozen=True)
@@ -615,6 +616,9 @@ class ShiftRow:
     recalibrated_risk: float
     recalibrated_flops_fraction: float
     final_exit_accuracy: float
+    risk: Literal["disagreement", "gap"] | None = None  # None: not recorded
+    rule: Literal["shared", "per_exit"] | None = None
+    epsilon: float | None = None  # None: the study's ``config.user_epsilon``
 
 
 @dataclass(frozen=True)
