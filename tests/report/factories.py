@@ -3,12 +3,18 @@
 ``efficiency_result``: 4 exits, two policies (one with a chosen point), a training history.
 ``robustness_result``: 2 corruptions, 2 attacks and the slowdown, with the capped policy.
 ``comparison_result``: two runs against a plain reference, at two budgets and at the goal.
+``calibrated_efficiency_result``: the efficiency result with temperature scaling and the rules of
+issue 11 (committee, mean ensemble, patience, one threshold per exit).
+``risk_result``: the risk-control study (CRC and LTT, both risks, shared and per-exit thresholds).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from exitwise.results import (
     BackboneResult,
+    CalibrationSummary,
     ChosenPoint,
     ComparedPoint,
     ComparisonResult,
@@ -18,16 +24,24 @@ from exitwise.results import (
     DisturbanceResult,
     DisturbanceSpec,
     EfficiencyResult,
+    EvidenceRow,
+    ExitCalibration,
     ExitResult,
     ModelInfo,
     OperatingPoint,
     OracleResult,
     PolicyResult,
     ReferenceInfo,
+    ReliabilityBin,
+    RiskConfig,
+    RiskEvidence,
+    RiskFitResult,
+    RiskResult,
     RobustnessConfig,
     RobustnessResult,
     RoutedPoint,
     RunCurves,
+    ShiftRow,
     SlowdownPoint,
     SlowdownRow,
     TrainingInfo,
@@ -43,6 +57,7 @@ PATH_FRACTION = [p / BACKBONE_FLOPS for p in PATH_FLOPS]
 MP_THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999]
 ENT_THRESHOLDS = [2.0, 1.5, 1.2, 1.0, 0.8, 0.6, 0.4, 0.2, 0.1, 0.05]
 CHOSEN_INDEX = 6  # max_probability's chosen threshold: 0.98
+CHOSEN_RULE = "best val accuracy within 0.5 points of the final exit at the lowest FLOPs"
 
 
 def _shares(strictness: float) -> tuple[float, ...]:
@@ -56,11 +71,22 @@ def _shares(strictness: float) -> tuple[float, ...]:
     return tuple(r / sum(raw) for r in raw)
 
 
-def _point(threshold: float, strictness: float) -> OperatingPoint:
-    shares = _shares(strictness)
-    mean_flops = sum(s * p for s, p in zip(shares, PATH_FLOPS, strict=True))
-    accuracy = round(0.9853 - 0.17 * (1 - strictness) ** 2.2 + 0.002 * strictness, 6)
+def routed_point(
+    threshold: float, shares: tuple[float, ...], accuracy: float, extra_flops: float = 0.0
+) -> OperatingPoint:
+    """A sweep point whose mean FLOPs follow from its exit shares (plus a rule's overhead)."""
+    mean_flops = sum(s * p for s, p in zip(shares, PATH_FLOPS, strict=True)) + extra_flops
     return OperatingPoint(threshold, accuracy, mean_flops, mean_flops / BACKBONE_FLOPS, shares)
+
+
+def _point(threshold: float, strictness: float, gain: float = 0.0) -> OperatingPoint:
+    accuracy = round(0.9853 - (0.17 - gain) * (1 - strictness) ** 2.2 + 0.002 * strictness, 6)
+    return routed_point(threshold, _shares(strictness), accuracy)
+
+
+def chosen(point: OperatingPoint, val_accuracy: float, rule: str) -> ChosenPoint:
+    fields = {f.name: getattr(point, f.name) for f in dataclasses.fields(point)}
+    return ChosenPoint(**fields, val_accuracy=val_accuracy, rule=rule)
 
 
 def pareto(points: list[OperatingPoint]) -> list[OperatingPoint]:
@@ -71,20 +97,17 @@ def pareto(points: list[OperatingPoint]) -> list[OperatingPoint]:
     return front
 
 
-def policy(label: str, thresholds: list[float], strictness: list[float]) -> PolicyResult:
-    sweep = [_point(t, s) for t, s in zip(thresholds, strictness, strict=True)]
+def policy(
+    label: str, thresholds: list[float], strictness: list[float], gain: float = 0.0
+) -> PolicyResult:
+    sweep = [_point(t, s, gain) for t, s in zip(thresholds, strictness, strict=True)]
     return PolicyResult(label=label, sweep=sweep, pareto=pareto(sweep))
 
 
 def efficiency_result(title: str = "BranchyResNet18 on synthetic-signs") -> EfficiencyResult:
     strict = [i / 9 for i in range(10)]
     mp = policy("max softmax probability >= t", MP_THRESHOLDS, strict)
-    at = mp.sweep[CHOSEN_INDEX]
-    mp.chosen = ChosenPoint(
-        at.threshold, at.accuracy, at.mean_flops, at.flops_fraction, at.exit_shares,
-        val_accuracy=0.9801,
-        rule="best val accuracy within 0.5 points of the final exit at the lowest FLOPs",
-    )  # fmt: skip
+    mp.chosen = chosen(mp.sweep[CHOSEN_INDEX], 0.9801, CHOSEN_RULE)
     policies = {
         "max_probability": mp,
         "entropy": policy("softmax entropy (nats) <= t", ENT_THRESHOLDS, [s**0.8 for s in strict]),
@@ -260,4 +283,212 @@ def comparison_result() -> ComparisonResult:
             ),
         ],
         runs={"branchy": curve(0.0), "eenets": curve(0.004)},
+    )
+
+
+# ---------------------------------------------------------------------------------- calibration
+
+TEMPERATURES = [1.62, 1.41, 1.24, 1.09]
+GLOBAL_TEMPERATURE = 1.31
+ECE = {  # per exit: before, after (its own T), with the global T
+    "before": [0.0812, 0.0534, 0.0297, 0.0121],
+    "after": [0.0187, 0.0142, 0.0108, 0.0079],
+    "global": [0.0391, 0.0203, 0.0156, 0.0134],
+}
+NLL = {"before": [1.1234, 0.6121, 0.2433, 0.0712], "after": [0.9871, 0.5342, 0.2191, 0.0664]}
+PER_EXIT_TARGETS = [0.95, 0.97, 0.98, 0.985, 0.99, 0.995]
+PATIENCE_POINTS = [  # patience: exit shares and accuracy (nothing leaves before exit p - 1)
+    (1.0, (1.0, 0.0, 0.0, 0.0), 0.713),
+    (2.0, (0.0, 0.78, 0.15, 0.07), 0.9482),
+    (3.0, (0.0, 0.0, 0.86, 0.14), 0.9765),
+    (4.0, (0.0, 0.0, 0.0, 1.0), 0.9853),
+]
+
+
+def _bins(exit_idx: int, ece: float, spread: float) -> list[ReliabilityBin]:
+    """15 bins: confidence piles up near 1 (more so for deep exits), the first bin is empty;
+    accuracy falls below confidence by about ``ece`` (over-confidence)."""
+    weights = [0.0] + [((k + 0.5) / 15) ** (spread + 2 * exit_idx) for k in range(1, 15)]
+    counts = [round(2580 * w / sum(weights)) for w in weights]
+    counts[-1] += 2580 - sum(counts)
+    out = []
+    for k, n in enumerate(counts):
+        conf = (k + 0.6) / 15 if n else 0.0
+        acc = max(0.0, conf - 4 * ece * conf * (1 - conf) - 0.3 * ece) if n else 0.0
+        out.append(ReliabilityBin(k / 15, (k + 1) / 15, n, round(conf, 6), round(acc, 6)))
+    return out
+
+
+def calibration_summary() -> CalibrationSummary:
+    exits = [
+        ExitCalibration(
+            exit=i,
+            temperature=t,
+            ece_before=ECE["before"][i],
+            ece_after=ECE["after"][i],
+            ece_global=ECE["global"][i],
+            nll_before=NLL["before"][i],
+            nll_after=NLL["after"][i],
+            reliability_before=_bins(i, ECE["before"][i], 3.0),
+            reliability_after=_bins(i, ECE["after"][i], 2.0),
+        )
+        for i, t in enumerate(TEMPERATURES)
+    ]
+    return CalibrationSummary(
+        temperatures=TEMPERATURES,
+        global_temperature=GLOBAL_TEMPERATURE,
+        exits=exits,
+        exit_weights=[0.702, 0.851, 0.944, 0.9812],
+    )
+
+
+def per_exit_policy() -> PolicyResult:
+    """One max-probability threshold per side exit, fitted for each accuracy target (the sweep's
+    ``threshold``); its points carry the per-exit ``thresholds``."""
+    sweep = []
+    for k, target in enumerate(PER_EXIT_TARGETS):
+        point = _point(target, 0.35 + 0.13 * k, gain=0.02)
+        per_exit = tuple(round(1 - (1 - target) * f, 6) for f in (0.4, 1.5, 3.0))
+        sweep.append(dataclasses.replace(point, thresholds=per_exit))
+    result = PolicyResult(
+        label="max softmax probability >= one threshold per exit, fitted for accuracy target t",
+        sweep=sweep,
+        pareto=pareto(sweep),
+        parameter="accuracy target",
+    )
+    result.chosen = chosen(sweep[3], 0.9822, "thresholds fitted on validation for the target")
+    return result
+
+
+def calibrated_efficiency_result(
+    title: str = "BranchyResNet18 on synthetic-signs, calibrated",
+) -> EfficiencyResult:
+    """The efficiency result with temperatures and seven rules: the two of
+    :func:`efficiency_result`, committee, mean ensemble, patience (integer thresholds, 4 points)
+    and a per-exit threshold rule."""
+    r = efficiency_result(title)
+    strict = [i / 9 for i in range(10)]
+    committee = policy(
+        "accuracy-weighted committee's top probability >= t", MP_THRESHOLDS,
+        [0.05 + 0.9 * s for s in strict], gain=0.04,
+    )  # fmt: skip
+    committee.chosen = chosen(committee.sweep[5], 0.9806, CHOSEN_RULE)
+    patience = [routed_point(t, shares, acc) for t, shares, acc in PATIENCE_POINTS]
+    r.policies |= {
+        "committee": committee,
+        "mean_ensemble": policy(
+            "mean of the exits' probabilities: top probability >= t", MP_THRESHOLDS,
+            [s**1.2 for s in strict], gain=0.03,
+        ),
+        "patience": PolicyResult(
+            "same prediction at t consecutive exits", patience, pareto(patience),
+            parameter="patience",
+        ),
+        "max_probability_per_exit": per_exit_policy(),
+    }  # fmt: skip
+    r.calibration = calibration_summary()
+    return r
+
+
+# ------------------------------------------------------------------------------- risk control
+
+EPSILONS = [0.01, 0.02, 0.05, 0.1, 0.15, 0.2]
+DELTA = 0.1
+USER_EPSILON = 0.05
+SIDE_EXITS = 3
+
+
+def _evidence(risk: str, rule: str) -> RiskEvidence:
+    """Cheaper with the gap risk and per-exit thresholds; CRC's mean risk just under epsilon,
+    LTT's below it with a violation rate under delta."""
+    saving = (0.0 if risk == "disagreement" else 0.06) + (0.0 if rule == "shared" else 0.04)
+    rows = []
+    for e in EPSILONS:
+        crc = max(0.3, 1.02 - 1.9 * e**0.6 - saving)
+        rows.append(
+            EvidenceRow(
+                epsilon=e,
+                crc_mean_risk=round(0.93 * e, 6),
+                crc_risk_p10=round(0.71 * e, 6),
+                crc_risk_p90=round(1.14 * e, 6),
+                crc_flops_fraction=round(crc, 6),
+                ltt_violation_rate=round(0.02 + 0.3 * e, 6),
+                ltt_mean_risk=round(0.72 * e, 6),
+                ltt_flops_fraction=round(min(1.022, crc + 0.05), 6),
+                best_flops_fraction=round(max(0.25, crc - 0.04), 6),
+            )  # fmt: skip
+        )
+    return RiskEvidence(risk, rule, DELTA, splits=200, calib_fraction=0.5, rows=rows)  # type: ignore[arg-type]
+
+
+def _fit(method: str, risk: str, rule: str, shift: float, on: tuple[str, str]) -> RiskFitResult:
+    """One fitted rule at the user's epsilon; ``shift`` moves the test risk off the calibration
+    risk. LTT with the gap risk and per-exit thresholds qualifies nowhere: all go to the end."""
+    qualified = not (method == "ltt" and risk == "gap" and rule == "per_exit")
+    base = 0.93 if rule == "shared" else 0.0
+    thresholds = tuple(
+        1.0 if not qualified else round(base or 0.97 - 0.04 * i, 6) for i in range(SIDE_EXITS)
+    )
+    calib = round(USER_EPSILON * (0.94 if method == "crc" else 0.71), 6) if qualified else 0.0
+    return RiskFitResult(
+        method=method, risk=risk, rule=rule, epsilon=USER_EPSILON,  # type: ignore[arg-type]
+        delta=DELTA if method == "ltt" else None, thresholds=thresholds, qualified=qualified,
+        calib_risk=calib, calib_samples=1290 if on[0] != "validation" else 3921,
+        test_risk=round(calib * (1 + shift), 6),
+        test_flops_fraction=round(0.52 + 0.05 * (method == "ltt") - 0.04 * (rule == "per_exit"), 6)
+        if qualified else PATH_FRACTION[-1],
+        test_accuracy=round(0.9853 - 0.8 * calib * (1 + shift), 6),
+        calibrated_on=on[0], measured_on=on[1],
+    )  # fmt: skip
+
+
+def _shift_rows() -> list[ShiftRow]:
+    rows = []
+    for name, levels in (("gaussian_blur", [0.5, 1.0, 1.5]), ("gaussian_noise", [0.02, 0.05, 0.1])):
+        for k, level in enumerate(levels):
+            for method, ease in (("crc", 1.0), ("ltt", 0.8)):
+                rows.append(
+                    ShiftRow(
+                        disturbance=name,
+                        level=level,
+                        method=method,  # type: ignore[arg-type]
+                        clean_calibrated_risk=round(ease * USER_EPSILON * (1.1 + 0.9 * k**1.5), 6),
+                        clean_calibrated_flops_fraction=round(
+                            0.55 - 0.05 * k + 0.04 * (ease < 1), 6
+                        ),
+                        recalibrated_risk=round(ease * USER_EPSILON * 0.92, 6),
+                        recalibrated_flops_fraction=round(0.6 + 0.12 * k + 0.04 * (ease < 1), 6),
+                        final_exit_accuracy=round(0.975 - 0.06 * k**1.4, 6),
+                        risk="disagreement",
+                        rule="shared",
+                        epsilon=USER_EPSILON,
+                    )  # fmt: skip
+                )
+    return rows
+
+
+def risk_result(title: str = "BranchyResNet18 on synthetic-signs: risk control") -> RiskResult:
+    combos = [(m, k, r) for m in ("crc", "ltt") for k in ("disagreement", "gap")
+              for r in ("shared", "per_exit")]  # fmt: skip
+    on_val, on_test = ("validation", "test"), ("half of test", "the other half of test")
+    shifts = {"disagreement": 0.09, "gap": 0.31}  # validation -> test: GTSRB's own shift
+    return RiskResult(
+        title=title,
+        config=RiskConfig(
+            epsilons=EPSILONS,
+            delta=DELTA,
+            risks=["disagreement", "gap"],
+            splits=200,
+            calib_fraction=0.5,
+            seed=0,
+            temperatures=TEMPERATURES,
+            user_epsilon=USER_EPSILON,
+            user_method="crc",
+            user_rule="shared",
+        ),  # fmt: skip
+        fitted=[_fit(m, k, r, shifts[k], on_val) for m, k, r in combos],
+        evidence=[_evidence(k, r) for k in ("disagreement", "gap") for r in ("shared", "per_exit")],
+        shift=_shift_rows(),
+        recalibrated=[_fit(m, k, r, -0.05, on_test) for m, k, r in combos],
+        command="exitwise risk runs/r18 --epsilon 0.05",
     )

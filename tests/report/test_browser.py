@@ -38,7 +38,7 @@ def browser():  # noqa: ANN201
         browser.close()
 
 
-@pytest.mark.parametrize("page", ["report", "robustness", "comparison"])
+@pytest.mark.parametrize("page", ["report", "calibrated", "robustness", "comparison", "risk"])
 def test_page_loads_and_shows_every_figure(browser, pages: dict[str, Path], page: str) -> None:  # noqa: ANN001
     tab = browser.new_page(viewport={"width": 1200, "height": 900})
     errors: list[str] = []
@@ -55,6 +55,9 @@ def test_page_loads_and_shows_every_figure(browser, pages: dict[str, Path], page
     widths = tab.evaluate("Array.from(document.images, i => i.getBoundingClientRect().width)")
     assert min(widths) > 900
     assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    # and every table fits the column: none needs its own horizontal scroll bar
+    wide = "Array.from(document.querySelectorAll('.scroll'), s => s.scrollWidth - s.clientWidth)"
+    assert max(tab.evaluate(wide), default=0) <= 0
     if os.environ.get("EXITWISE_SCREENSHOTS"):
         tab.screenshot(
             path=str(Path(os.environ["EXITWISE_SCREENSHOTS"]) / f"{page}.png"), full_page=True

@@ -69,6 +69,14 @@ def test_fewer() -> None:
     assert fmt.fewer(0.0) == fmt.fewer(math.nan) == fmt.fewer(math.inf) == "n/a"
 
 
+def test_set_levels_and_per_exit_thresholds() -> None:
+    assert [fmt.pct_exact(v) for v in (0.05, 0.1, 0.0025, 0.15, 1.0, None)] == [
+        "5%", "10%", "0.25%", "15%", "100%", "-",
+    ]  # fmt: skip
+    assert fmt.thresholds((0.9, 0.9775, 1.0)) == "0.9 / 0.9775 / 1"
+    assert fmt.thresholds(None) == "-"
+
+
 def test_thresholds_shares_and_names() -> None:
     assert [fmt.threshold(t) for t in (0.9, 0.99951, 1.0, 2, None)] == [
         "0.9", "0.99951", "1", "2", "-",

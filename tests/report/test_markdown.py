@@ -1,17 +1,26 @@
-"""Markdown tables of the three results, and the comparison's files."""
+"""Markdown tables of the results, and the comparison's files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from exitwise.report import (
+    calibration_markdown,
     comparison_markdown,
     efficiency_markdown,
+    risk,
+    risk_markdown,
     robustness_markdown,
     write_comparison,
 )
 from exitwise.results import ComparisonResult
-from tests.report.factories import comparison_result, efficiency_result, robustness_result
+from tests.report.factories import (
+    calibrated_efficiency_result,
+    comparison_result,
+    efficiency_result,
+    risk_result,
+    robustness_result,
+)
 
 
 def _rows(text: str, first_cell: str) -> list[list[str]]:
@@ -79,3 +88,66 @@ def test_comparison_files(pages: dict[str, Path], tmp_path: Path) -> None:
     html = pages["comparison"].read_text()
     assert "<td>95.10%</td>" in html and "<td>-3.43 pt</td>" in html and "not met" in html
     assert "no threshold within tolerance" in html
+
+
+def test_calibration_markdown() -> None:
+    r = calibrated_efficiency_result()
+    text = calibration_markdown(r)
+    assert text.startswith("Temperature scaling, fitted by NLL on validation; ECE (15 equal-width")
+    header = (
+        "| Exit | T (own) | ECE before | ECE after | ECE, global T = 1.31 | NLL before | NLL after"
+    )
+    assert header in text
+    assert _rows(text, "0") == [["0", "1.62", "8.12%", "1.87%", "3.91%", "1.12", "0.987", "70.2%"]]
+    assert _rows(text, "3")[0][5:7] == ["0.0712", "0.0664"]
+    assert calibration_markdown(efficiency_result()) == ""
+    assert text in efficiency_markdown(r)
+    assert "Temperature scaling" not in efficiency_markdown(efficiency_result())
+
+
+def test_efficiency_markdown_with_the_new_rules() -> None:
+    text = efficiency_markdown(calibrated_efficiency_result())
+    assert (
+        "| policy | threshold (chosen on validation) | per-exit thresholds | test accuracy |"
+        in text
+    )
+    assert _rows(text, "max_probability")[0][:3] == ["max_probability", "0.98", "-"]
+    assert _rows(text, "committee") == [
+        ["committee", "0.95", "-", "96.40%", "52.7%", "45% / 26% / 17% / 12%"]
+    ]
+    assert _rows(text, "patience (picked on test)")[0][:4] == [
+        "patience (picked on test)", "patience 4", "-", "98.53%",
+    ]  # fmt: skip
+    assert _rows(text, "max_probability_per_exit")[0][:4] == [
+        "max_probability_per_exit", "accuracy target 0.985", "0.994 / 0.9775 / 0.955", "97.90%",
+    ]  # fmt: skip
+    assert _rows(text, "mean_ensemble (picked on test)")[0][1] == "0.995"
+    assert _rows(text, "oracle")[0][:3] == ["oracle", "-", "-"]
+
+
+def test_risk_markdown() -> None:
+    study = risk_result()
+    text = risk_markdown(study)
+    assert text.startswith("### BranchyResNet18 on synthetic-signs: risk control\n")
+    assert "Target risk ε 1%, 2%, 5%, 10%, 15%, 20%; LTT's δ = 10%;" in text
+    assert "**Fitted rules** (calibrated on validation (3,921 images), measured on test):" in text
+    crc = [r for r in _rows(text, "CRC") if r[1:3] == ["gap", "shared"]]
+    assert crc[0] == [
+        "CRC", "gap", "shared", "5%", "0.93 / 0.93 / 0.93", "4.70%", "6.16%", "no (+1.16 pt)",
+        "52.0%", "93.60%",
+    ]  # fmt: skip
+    assert crc[1][6:8] == ["4.46%", "yes"]  # recalibrated on half of the test set
+    assert _rows(text, "LTT, δ = 10%")[3][4] == "1 / 1 / 1 (none qualified)"
+    for ev in study.evidence:
+        assert f"**Evidence**, {risk.evidence_title(ev)}:" in text
+    assert _rows(text, "5%")[0] == [
+        "5%", "4.65%", "3.55% – 5.70%", "70.5%", "3.5%", "3.60%", "75.5%", "66.5%",
+    ]  # fmt: skip
+    assert "**Under distribution shift** (disagreement risk, one shared threshold, ε = 5%):" in text
+    assert _rows(text, "Gaussian blur")[-1] == [
+        "Gaussian blur", "sigma 1.5", "LTT", "14.58% (> ε)", "49.0%", "3.68%", "88.0%", "81.67%",
+    ]  # fmt: skip
+    bare = risk_result()
+    bare.shift, bare.recalibrated, bare.evidence = [], [], []
+    text = risk_markdown(bare)
+    assert "Recalibrated" not in text and "Evidence" not in text and "shift" not in text

@@ -20,13 +20,27 @@ from exitwise import atomic
 from exitwise.report import (
     compare,
     efficiency,
+    risk,
     robustness,
     write_comparison,
     write_report,
+    write_risk_report,
     write_robustness_report,
 )
-from exitwise.results import ComparedPoint, ComparisonResult, EfficiencyResult, RobustnessResult
-from tests.report.factories import comparison_result, efficiency_result, robustness_result
+from exitwise.results import (
+    ComparedPoint,
+    ComparisonResult,
+    EfficiencyResult,
+    RiskResult,
+    RobustnessResult,
+)
+from tests.report.factories import (
+    calibrated_efficiency_result,
+    comparison_result,
+    efficiency_result,
+    risk_result,
+    robustness_result,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 HOSTILE = "<script>alert(1)</script> & co"
@@ -40,6 +54,17 @@ FILES = {
     },
     "robustness": {"robustness.html", "robustness.csv", "slowdown.csv", *robustness.FIGURES},
     "comparison": {"comparison.json", "comparison.md", "comparison.png", "comparison.html"},
+    "calibrated": {
+        "report.html", "exits.csv", "exit_costs.png", "accuracy_vs_flops.png", "exit_shares.png",
+        "reliability.png", "training.png", "calibration.csv", "reliability.csv",
+        *(f"{kind}_{name}.csv" for kind in ("sweep", "pareto")
+          for name in ("max_probability", "entropy", "committee", "mean_ensemble", "patience",
+                       "max_probability_per_exit")),
+    },
+    "risk": {
+        "risk.html", "risk_disagreement.png", "risk_gap.png", "risk_shift.png", "risk_fitted.csv",
+        "risk_recalibrated.csv", "risk_evidence.csv", "risk_shift.csv",
+    },
 }  # fmt: skip
 
 
@@ -83,6 +108,22 @@ def _hostile_robustness() -> RobustnessResult:
     return r
 
 
+def _hostile_calibrated() -> EfficiencyResult:
+    r = calibrated_efficiency_result(title=HOSTILE)
+    r.policies["<b>bold</b>"] = r.policies.pop("max_probability_per_exit")
+    r.policies["<b>bold</b>"].label = "<i>per exit</i>"
+    r.exits[1] = dataclasses.replace(r.exits[1], block="<script>")
+    return r
+
+
+def _hostile_risk() -> RiskResult:
+    study = risk_result(title=HOSTILE)
+    study.command = 'exitwise risk --name "<i>"'
+    study.fitted[0] = dataclasses.replace(study.fitted[0], calibrated_on="<b>bold</b>")
+    study.shift = [dataclasses.replace(r, disturbance="<b>bold</b>") for r in study.shift]
+    return study
+
+
 def _hostile_comparison() -> ComparisonResult:
     c = comparison_result()
     c.runs = {HOSTILE: c.runs["branchy"], "eenets": c.runs["eenets"]}
@@ -96,8 +137,10 @@ def _hostile_comparison() -> ComparisonResult:
         (write_report, _hostile_efficiency),
         (write_robustness_report, _hostile_robustness),
         (lambda c, out: write_comparison(c, out)[-1], _hostile_comparison),
+        (write_report, _hostile_calibrated),
+        (write_risk_report, _hostile_risk),
     ],
-    ids=["report", "robustness", "comparison"],
+    ids=["report", "robustness", "comparison", "calibrated", "risk"],
 )
 def test_strings_from_results_are_escaped(write, make, tmp_path: Path) -> None:
     html = write(make(), tmp_path).read_text(encoding="utf-8")
@@ -125,8 +168,10 @@ def _boom(*_args: object) -> None:
         (efficiency, "exit_shares_figure", write_report, efficiency_result),
         (robustness, "slowdown_figure", write_robustness_report, robustness_result),
         (compare, "comparison_figure", write_comparison, comparison_result),
+        (efficiency, "reliability_figure", write_report, calibrated_efficiency_result),
+        (risk, "shift_figure", write_risk_report, risk_result),
     ],
-    ids=["report", "robustness", "comparison"],
+    ids=["report", "robustness", "comparison", "calibrated", "risk"],
 )
 def test_figure_failure_writes_nothing(
     module, builder, write, make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -159,12 +204,22 @@ def test_failed_rename_keeps_previous_page_and_leaves_no_temporary(
     assert (tmp_path / "exits.csv").is_file()  # figures and tables land before the page
 
 
-def test_page_is_written_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("write", "make", "page", "files"),
+    [
+        (write_robustness_report, robustness_result, "robustness.html", 7),
+        (write_risk_report, risk_result, "risk.html", 8),
+    ],
+    ids=["robustness", "risk"],
+)
+def test_page_is_written_last(
+    write, make, page: str, files: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     order: list[str] = []
     real = os.replace
     monkeypatch.setattr(atomic.os, "replace", lambda s, d: (order.append(Path(d).name), real(s, d)))
-    write_robustness_report(robustness_result(), tmp_path)
-    assert order[-1] == "robustness.html" and len(order) == 7
+    write(make(), tmp_path)
+    assert order[-1] == page and len(order) == files
 
 
 def test_rendering_is_quiet_and_leaves_the_result_alone(tmp_path: Path) -> None:

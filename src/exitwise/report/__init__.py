@@ -6,6 +6,9 @@ Example:
     >>> result = EfficiencyResult.load("runs/r18/evaluation.json")  # doctest: +SKIP
     >>> write_report(result, "runs/r18")  # doctest: +SKIP
     PosixPath('runs/r18/report.html')
+    >>> study = RiskResult.load("runs/r18/risk/risk.json")  # doctest: +SKIP
+    >>> write_risk_report(study, "runs/r18/risk")  # doctest: +SKIP
+    PosixPath('runs/r18/risk/risk.html')
 
 Pages are Jinja2 templates (``report/templates/``: one base layout, macros, one template per
 page) with autoescape on; figures are built with matplotlib's object API and embedded as data
@@ -19,15 +22,25 @@ from __future__ import annotations
 
 from exitwise.report.compare import comparison_figure, write_comparison
 from exitwise.report.efficiency import write_report
-from exitwise.report.markdown import comparison_markdown, efficiency_markdown, robustness_markdown
+from exitwise.report.markdown import (
+    calibration_markdown,
+    comparison_markdown,
+    efficiency_markdown,
+    risk_markdown,
+    robustness_markdown,
+)
+from exitwise.report.risk import write_risk_report
 from exitwise.report.robustness import write_robustness_report
 
 __all__ = [
+    "calibration_markdown",
     "comparison_figure",
     "comparison_markdown",
     "efficiency_markdown",
+    "risk_markdown",
     "robustness_markdown",
     "write_comparison",
     "write_report",
+    "write_risk_report",
     "write_robustness_report",
 ]

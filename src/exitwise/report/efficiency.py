@@ -4,14 +4,17 @@ Files written into ``out_dir``:
 
 * ``exit_costs.png``: FLOPs to reach each exit and each exit's accuracy (Fig. 3 of Chesalin et
   al.); ``accuracy_vs_flops.png``: accuracy against mean FLOPs over the threshold sweep (Fig. 4);
-  ``exit_shares.png``: where the images leave; ``training.png`` when a training history exists.
-* ``exits.csv``, ``sweep_<policy>.csv``, ``pareto_<policy>.csv``.
+  ``exit_shares.png``: where the images leave; ``reliability.png`` with a calibration (see
+  :mod:`exitwise.report.calibration`); ``training.png`` when a training history exists.
+* ``exits.csv``, ``sweep_<policy>.csv``, ``pareto_<policy>.csv`` (with ``threshold_exit_<i>``
+  columns for a per-exit threshold rule), ``calibration.csv`` and ``reliability.csv``.
 * ``report.html``: self-contained (figures as data URIs, inline CSS, no script), written last.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -24,6 +27,12 @@ from matplotlib.ticker import MaxNLocator
 
 from exitwise.report import figures as plot
 from exitwise.report import format as fmt
+from exitwise.report.calibration import (
+    calibration_tables,
+    ece_header,
+    ece_rows,
+    reliability_figure,
+)
 from exitwise.report.pages import csv_bytes, embed, render_page, write_files
 from exitwise.results import EfficiencyResult, OperatingPoint, PolicyResult
 
@@ -34,6 +43,10 @@ __all__ = [
     "exit_costs_figure",
     "exit_shares_figure",
     "headline_point",
+    "drawn",
+    "parameter_header",
+    "parameter_name",
+    "per_exit",
     "render_figures",
     "tables",
     "training_figure",
@@ -57,6 +70,33 @@ def headline_point(
         why = f"cheapest sweep point within {100 * tolerance:g} pt of the final exit"
         return min(near, key=lambda p: (p.mean_flops, -p.accuracy)), why
     return max(policy.sweep, key=lambda p: (p.accuracy, -p.mean_flops)), "most accurate sweep point"
+
+
+def per_exit(policy: PolicyResult) -> bool:
+    """Whether the rule has one threshold per side exit (its points carry ``thresholds``)."""
+    return any(p.thresholds is not None for p in (*policy.sweep, *policy.pareto))
+
+
+def drawn(r: EfficiencyResult) -> dict[str, PolicyResult]:
+    """The policies with sweep points, in order: the ones the figures draw (and colour)."""
+    return {name: policy for name, policy in r.policies.items() if policy.sweep}
+
+
+def parameter_name(name: str, policy: PolicyResult) -> str:
+    """What the rule's ``threshold`` holds: ``policy.parameter`` when the study recorded it, else
+    ``"patience"`` for a patience rule, ``"target"`` for a per-exit threshold rule (whose sweep
+    value is the accuracy target or tolerance its thresholds were fitted for), ``"threshold"``."""
+    if policy.parameter:
+        return policy.parameter
+    if name.startswith("patience"):
+        return "patience"
+    return "target" if per_exit(policy) else "threshold"
+
+
+def parameter_header(name: str, policy: PolicyResult) -> str:
+    """A table header for the sweep value: ``"Threshold t"``, ``"Patience t"``, ..."""
+    word = parameter_name(name, policy)
+    return f"{word[:1].upper()}{word[1:]} t"
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -212,7 +252,7 @@ def _annotate_thresholds(ax: Axes, r: EfficiencyResult) -> None:
     """Label Pareto points with their threshold, skipping labels that would overlap."""
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     placed: list[tuple[float, float]] = []
-    for i, policy in enumerate(r.policies.values()):
+    for i, policy in enumerate(drawn(r).values()):
         offset = (-4, 6) if i % 2 == 0 else (4, -13)
         for p in sorted(policy.pareto, key=lambda q: q.flops_fraction):
             x, y = _xy(p)
@@ -230,16 +270,16 @@ def _annotate_thresholds(ax: Axes, r: EfficiencyResult) -> None:
 
 def _draw_tradeoff(ax: Axes, r: EfficiencyResult, zoom: bool) -> None:
     x_end = max(x for x, _ in _all_points(r)) + 2.0
-    for i, policy in enumerate(r.policies.values()):
+    for i, policy in enumerate(drawn(r).values()):
         color, marker = plot.policy_style(i)
         px, py = plot.pareto_steps([_xy(p) for p in policy.pareto], x_end)
         ax.step(
             px, py, where="post", color=color, lw=2, alpha=0.9, zorder=3, path_effects=plot.OUTLINE
         )
-        xs, ys = zip(*sorted(_xy(p) for p in policy.sweep), strict=True)
-        ax.plot(xs, ys, ls="none", marker=marker, ms=6, color=color, mec="white", mew=0.8, zorder=4)
+        xy = np.array([_xy(p) for p in policy.sweep]).reshape(-1, 2)  # (points, 2); may be empty
+        ax.plot(*xy.T, ls="none", marker=marker, ms=6, color=color, mec="white", mew=0.8, zorder=4)
     _draw_references(ax, r)
-    for i, policy in enumerate(r.policies.values()):
+    for i, policy in enumerate(drawn(r).values()):
         if policy.chosen is not None:
             _draw_chosen(ax, plot.policy_style(i)[0], policy.chosen, annotate=zoom)
     if zoom:
@@ -262,7 +302,7 @@ def _draw_tradeoff(ax: Axes, r: EfficiencyResult, zoom: bool) -> None:
 def _tradeoff_keys(r: EfficiencyResult) -> list:
     keys = [
         plot.key(f"{name}: sweep points + Pareto front", color=c, marker=m, ms=5, lw=2)
-        for i, name in enumerate(r.policies)
+        for i, name in enumerate(drawn(r))
         for c, m in [plot.policy_style(i)]
     ]
     keys += [
@@ -288,7 +328,8 @@ def accuracy_vs_flops_figure(r: EfficiencyResult) -> Figure:
 def _draw_policy_shares(ax: Axes, name: str, policy: PolicyResult) -> None:
     sweep = sorted(policy.sweep, key=lambda p: p.threshold)
     thresholds = [p.threshold for p in sweep]
-    x = plot.step_axis(ax, thresholds, [fmt.threshold(t) for t in thresholds], "threshold t")
+    labels = [fmt.threshold(t) for t in thresholds]
+    x = plot.step_axis(ax, thresholds, labels, f"{parameter_name(name, policy)} t")
     plot.draw_shares(ax, x, [p.exit_shares for p in sweep], [p.flops_fraction for p in sweep])
     chosen = policy.chosen
     match = [xi for xi, t in zip(x, thresholds, strict=True) if chosen and t == chosen.threshold]
@@ -297,17 +338,30 @@ def _draw_policy_shares(ax: Axes, name: str, policy: PolicyResult) -> None:
         box = {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "black", "lw": 0.6}
         text = f"chosen t={fmt.threshold(chosen.threshold)}"
         plot.note(ax, text, (match[0], 101), (0, 0), fontsize=8, ha="center", va="bottom", bbox=box)
-    ax.set_ylabel("images leaving at each exit (%)\nmean FLOPs (% of plain backbone)")
-    ax.set_title(f"{name}: {policy.label}" if policy.label else name)
+    lines = textwrap.wrap(policy.label, 60)  # the rule's label under its name, in small print
+    ax.set_title("\n".join(lines), loc="left", fontsize=8.5, color="#555555")
+    offset = (0, 6 + 11 * len(lines))  # title pad + the label's lines, in points
+    style = {"xycoords": "axes fraction", "fontweight": "bold", "path_effects": None}
+    plot.note(ax, name, (0, 1), offset, fontsize=11, va="bottom", **style)
 
 
-def exit_shares_figure(r: EfficiencyResult) -> Figure:
-    """Where the images leave: each exit's share against the threshold, one panel per policy."""
-    fig, axes = plot.subplots(1, len(r.policies), (max(9.0, 6.2 * len(r.policies)), 4.8))
-    for ax, (name, policy) in zip(axes[0], r.policies.items(), strict=True):
+def exit_shares_figure(r: EfficiencyResult) -> Figure | None:
+    """Where the images leave: each exit's share against the threshold, one panel per policy
+    (at most three a row); ``None`` when no policy has a sweep point."""
+    shown = drawn(r)
+    if not shown:
+        return None
+    nrows, ncols = plot.grid_shape(len(shown), 3)
+    width = {1: 9.0, 2: 12.4}.get(ncols, 13.5)
+    fig, axes = plot.subplots(nrows, ncols, (width, 4.2 * nrows + 0.6))
+    for ax, (name, policy) in zip(axes.flat, shown.items(), strict=False):
         _draw_policy_shares(ax, name, policy)
+    for ax in list(axes.flat)[len(shown) :]:
+        ax.set_visible(False)
+    for row in range(nrows):
+        axes[row, 0].set_ylabel("images leaving at each exit (%)\nmean FLOPs (% of backbone)")
     labels = [f"exit {e.exit} ({e.block})" for e in r.exits]
-    plot.shares_legend(fig, labels, 5 if len(r.policies) > 1 else 3)
+    plot.shares_legend(fig, labels, 5 if ncols > 1 else 3)
     return fig
 
 
@@ -341,27 +395,44 @@ def training_figure(r: EfficiencyResult) -> Figure | None:
 
 
 def render_figures(r: EfficiencyResult) -> dict[str, bytes]:
-    """``{file name: PNG bytes}`` in display order; ``training.png`` only with a history."""
-    shown = (exit_costs_figure, accuracy_vs_flops_figure, exit_shares_figure, training_figure)
-    names = ("exit_costs.png", "accuracy_vs_flops.png", "exit_shares.png", "training.png")
+    """``{file name: PNG bytes}`` in display order; ``reliability.png`` only with a calibration,
+    ``training.png`` only with a history."""
+    shown = (
+        exit_costs_figure,
+        accuracy_vs_flops_figure,
+        exit_shares_figure,
+        reliability_figure,
+        training_figure,
+    )
+    names = (
+        "exit_costs.png",
+        "accuracy_vs_flops.png",
+        "exit_shares.png",
+        "reliability.png",
+        "training.png",
+    )
     return plot.render_figures({n: partial(b, r) for n, b in zip(names, shown, strict=True)})
 
 
 # -------------------------------------------------------------------------------------- tables
 
 
-def _points_csv(points: list[OperatingPoint], num_exits: int) -> bytes:
+def _points_csv(points: list[OperatingPoint], num_exits: int, per_exit: bool) -> bytes:
+    """One row per point; a per-exit rule adds its thresholds, one column per side exit."""
     header = ["threshold", "accuracy", "mean_flops", "mean_macs", "flops_fraction"]
     header += [f"share_exit_{i}" for i in range(num_exits)]
+    header += [f"threshold_exit_{i}" for i in range(num_exits - 1)] if per_exit else []
     rows = [
         [p.threshold, p.accuracy, p.mean_flops, p.mean_macs, p.flops_fraction, *p.exit_shares]
+        + (list(p.thresholds or [""] * (num_exits - 1)) if per_exit else [])
         for p in points
     ]
     return csv_bytes(header, rows)
 
 
 def tables(r: EfficiencyResult) -> dict[str, bytes]:
-    """``exits.csv``, then ``sweep_<policy>.csv`` and ``pareto_<policy>.csv`` per policy."""
+    """``exits.csv``, then ``sweep_<policy>.csv`` and ``pareto_<policy>.csv`` per policy, then
+    ``calibration.csv`` and ``reliability.csv`` with a calibration."""
     header = ["exit", "block", "accuracy", "path_flops", "path_macs", "path_fraction"]
     rows = [
         [e.exit, e.block, e.accuracy, e.path_flops, m, e.path_fraction]
@@ -369,22 +440,27 @@ def tables(r: EfficiencyResult) -> dict[str, bytes]:
     ]
     out = {"exits.csv": csv_bytes(header, rows)}
     for name, policy in r.policies.items():
-        out[f"sweep_{fmt.safe_name(name)}.csv"] = _points_csv(policy.sweep, r.num_exits)
-        out[f"pareto_{fmt.safe_name(name)}.csv"] = _points_csv(policy.pareto, r.num_exits)
-    return out
+        for kind in ("sweep", "pareto"):
+            points = getattr(policy, kind)
+            csv = _points_csv(points, r.num_exits, per_exit(policy))
+            out[f"{kind}_{fmt.safe_name(name)}.csv"] = csv
+    return {**out, **calibration_tables(r)}
 
 
 # ---------------------------------------------------------------------------------------- page
 
 
 class _PolicyView(NamedTuple):
-    """A policy as the page shows it: its headline point (and why) and its table's rows."""
+    """A policy as the page shows it: its headline point (and why), its table's rows, what its
+    threshold is called and whether it has per-exit thresholds."""
 
     name: str
     policy: PolicyResult
     point: OperatingPoint
     reason: str
     pareto: list[OperatingPoint]
+    header: str
+    per_exit: bool
 
 
 def _training(r: EfficiencyResult) -> list[tuple[str, str]]:
@@ -409,12 +485,16 @@ def _training(r: EfficiencyResult) -> list[tuple[str, str]]:
 def _page(r: EfficiencyResult, figures: dict[str, bytes]) -> bytes:
     policies = []
     for name, policy in r.policies.items():
+        if not policy.sweep:
+            continue
         point, reason = headline_point(policy, r.backbone.accuracy)
         pareto = sorted(policy.pareto, key=lambda p: p.mean_flops)
         chosen = policy.chosen
         if chosen is not None and all(p.threshold != chosen.threshold for p in pareto):
             pareto.append(chosen)
-        policies.append(_PolicyView(name, policy, point, reason, pareto))
+        head = parameter_header(name, policy)
+        policies.append(_PolicyView(name, policy, point, reason, pareto, head, per_exit(policy)))
+    cal = r.calibration
     scale, unit = fmt.flops_unit(r.costs.backbone_flops)
     return render_page(
         "report.html",
@@ -428,6 +508,10 @@ def _page(r: EfficiencyResult, figures: dict[str, bytes]) -> bytes:
         colors=plot.exit_colors(r.num_exits),
         overhead=r.costs.path_flops[-1] / r.costs.backbone_flops - 1.0,
         training=_training(r),
+        calibration=cal,
+        ece_header=ece_header(cal) if cal is not None else [],
+        ece_rows=ece_rows(cal) if cal is not None else [],
+        empty=[name for name in r.policies if name not in drawn(r)],
         notes=r.notes,
     )
 

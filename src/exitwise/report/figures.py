@@ -4,8 +4,11 @@ Figures are built with matplotlib's object API (:class:`matplotlib.figure.Figure
 ``pyplot``): rendering selects no backend, registers no figure and leaves nothing open. The style
 applies only while :func:`render_figures` runs (:func:`matplotlib.rc_context`).
 
-Palette: the Okabe-Ito colours for policies and reference markers, ``viridis`` (ordered, dark =
-shallow) for exits; both stay distinguishable with the common forms of colour blindness.
+Palette: the Okabe-Ito colours for policies and reference markers (then Paul Tol's wine, olive and
+indigo: eight rules before a colour repeats; Okabe-Ito's yellow is too faint for a line on white),
+each rule with its own marker too (nine markers: a colour and marker pair repeats after 72
+rules); ``viridis`` (ordered, dark = shallow) for exits. All stay distinguishable with the common
+forms of colour blindness.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 DPI = 120
-POLICY_COLORS = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#F0E442")
-POLICY_MARKERS = ("o", "s", "^", "D", "v", "P")
+POLICY_COLORS = (
+    "#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#882255", "#999933", "#332288",
+)  # fmt: skip
+POLICY_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<")  # one more than colours
 ORACLE_COLOR = "#CC79A7"
 BACKBONE_COLOR = "#000000"
 EXIT_POINT_COLOR = "#7F7F7F"
@@ -59,6 +64,13 @@ def exit_colors(num_exits: int) -> list[str]:
 def policy_style(i: int) -> tuple[str, str]:
     """``(colour, marker)`` of the ``i``-th policy (or run)."""
     return POLICY_COLORS[i % len(POLICY_COLORS)], POLICY_MARKERS[i % len(POLICY_MARKERS)]
+
+
+def grid_shape(count: int, most: int) -> tuple[int, int]:
+    """``(rows, columns)`` for ``count`` panels, at most ``most`` a row, rows balanced: 5 panels
+    with ``most=4`` make 3 + 2, not 4 + 1."""
+    nrows = max(1, math.ceil(count / most))
+    return nrows, max(1, math.ceil(count / nrows))
 
 
 def subplots(
@@ -132,9 +144,11 @@ def step_axis(
     ax: Axes, values: Sequence[float], labels: Sequence[str], xlabel: str, most: int = 10
 ) -> np.ndarray:
     """Place ``values`` on ``ax``'s x axis: by value when evenly spread, else one step each
-    (ticks thinned to about ``most``, labelled with ``labels``). Returns the x positions."""
+    (ticks thinned to about ``most``, labelled with ``labels``; whole numbers get ticks at the
+    values only). Returns the x positions."""
     x, by_value = _positions(values)
-    if not by_value:
+    whole = all(math.isfinite(v) and float(v).is_integer() for v in values)  # a patience: 1, 2, 3
+    if not by_value or whole:
         ticks = _thinned(len(values), most)
         long = max((len(s) for s in labels), default=0) > 4
         ax.set_xticks(x[ticks], [labels[k] for k in ticks], rotation=45 if long else 0)

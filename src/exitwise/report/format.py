@@ -17,10 +17,12 @@ __all__ = [
     "listing",
     "number",
     "pct",
+    "pct_exact",
     "points",
     "safe_name",
     "shares",
     "threshold",
+    "thresholds",
 ]
 
 _PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
@@ -29,6 +31,12 @@ _PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 def pct(fraction: float | None, digits: int = 1) -> str:
     """``0.9812`` -> ``"98.1%"``; ``None`` -> ``"-"``."""
     return "-" if fraction is None else f"{100.0 * fraction:.{digits}f}%"
+
+
+def pct_exact(fraction: float | None) -> str:
+    """A set level (epsilon, delta) as a percentage, all its digits: ``0.05`` -> ``"5%"``,
+    ``0.0025`` -> ``"0.25%"``; ``None`` -> ``"-"``."""
+    return "-" if fraction is None else f"{100.0 * fraction:.6g}%"
 
 
 def points(delta: float | None, digits: int = 1) -> str:
@@ -91,6 +99,12 @@ def duration(seconds: float) -> str:
 def threshold(value: float | None) -> str:
     """``0.9`` -> ``"0.9"``, ``0.99951`` -> ``"0.99951"``; ``None`` -> ``"-"``."""
     return "-" if value is None else f"{value:g}"
+
+
+def thresholds(values: Sequence[float] | None) -> str:
+    """Per-exit thresholds, shallow to deep: ``(0.9, 0.95, 0.99)`` -> ``"0.9 / 0.95 / 0.99"``;
+    ``None`` -> ``"-"``."""
+    return "-" if values is None else " / ".join(threshold(v) for v in values)
 
 
 def count(value: int) -> str:

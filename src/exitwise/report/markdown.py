@@ -1,15 +1,42 @@
 """Markdown tables of the typed results, for docs and notes (what ``exitwise summary`` and
-``exitwise compare`` print). Numbers go through the same formatters as the pages."""
+``exitwise compare`` print). Numbers go through the same formatters as the pages, and the tables
+the pages share (ECE, fitted risk rules, evidence, shift) take their cells from the same
+functions."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from exitwise.report import format as fmt
+from exitwise.report.calibration import ece_header, ece_rows
+from exitwise.report.efficiency import headline_point, parameter_name
+from exitwise.report.risk import (
+    EVIDENCE_HEADER,
+    evidence_cells,
+    evidence_title,
+    fit_cells,
+    fit_header,
+    fits_source,
+    shift_table,
+)
 from exitwise.report.robustness import disturbance_label, groups, level_text
-from exitwise.results import ComparedPoint, ComparisonResult, EfficiencyResult, RobustnessResult
+from exitwise.results import (
+    ComparedPoint,
+    ComparisonResult,
+    EfficiencyResult,
+    OperatingPoint,
+    PolicyResult,
+    RiskResult,
+    RobustnessResult,
+)
 
-__all__ = ["comparison_markdown", "efficiency_markdown", "robustness_markdown"]
+__all__ = [
+    "calibration_markdown",
+    "comparison_markdown",
+    "efficiency_markdown",
+    "risk_markdown",
+    "robustness_markdown",
+]
 
 
 def _table(header: Sequence[str], align: str, rows: Sequence[Sequence[object]]) -> list[str]:
@@ -20,9 +47,49 @@ def _table(header: Sequence[str], align: str, rows: Sequence[Sequence[object]]) 
     return lines
 
 
+def _rows_table(header: Sequence[str], left: int, rows: Sequence[Sequence[object]]) -> list[str]:
+    """:func:`_table` with the first ``left`` columns left-aligned, the others right."""
+    return _table(header, "l" * left + "r" * (len(header) - left), rows)
+
+
+def calibration_markdown(result: EfficiencyResult) -> str:
+    """The ECE table: per exit its temperature, ECE before and after scaling and with the global
+    temperature, NLL before and after, the committee's weight; ``""`` without a calibration."""
+    cal = result.calibration
+    if cal is None:
+        return ""
+    lines = [
+        f"Temperature scaling, fitted by NLL on {cal.fitted_on}; ECE ({cal.bins} equal-width "
+        f"bins) and NLL on the {result.dataset.split} split.",
+        "",
+        *_rows_table(ece_header(cal), 1, ece_rows(cal)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _shown_points(r: EfficiencyResult) -> list[tuple[str, PolicyResult, OperatingPoint]]:
+    """Each policy's chosen and default points; a policy with neither shows its headline point,
+    tagged as picked on the test split."""
+    out = []
+    for name, policy in r.policies.items():
+        points = [(name, policy.chosen), (f"{name} (default)", policy.default)]
+        if policy.chosen is None and policy.default is None and policy.sweep:
+            point, _ = headline_point(policy, r.backbone.accuracy)
+            points = [(f"{name} (picked on test)", point)]
+        out += [(tag, policy, p) for tag, p in points if p is not None]
+    return out
+
+
+def _setting(name: str, policy: PolicyResult, p: OperatingPoint) -> str:
+    """``"0.98"``, or with what the value is when it is not a threshold: ``"patience 2"``."""
+    word = parameter_name(name, policy)
+    value = fmt.threshold(p.threshold)
+    return value if word == "threshold" else f"{word} {value}"
+
+
 def efficiency_markdown(result: EfficiencyResult) -> str:
-    """The exits (accuracy and cost), then each policy's chosen (and default) point and the
-    oracle."""
+    """The exits (accuracy and cost), the calibration (with one), then each policy's chosen (and
+    default) point, its per-exit thresholds where it has them, and the oracle."""
     r, bb = result, result.costs.backbone_flops
     lines = [f"### {r.title}", ""]
     t = r.training
@@ -53,37 +120,66 @@ def efficiency_markdown(result: EfficiencyResult) -> str:
         f"Plain backbone: {fmt.flops(bb)} ({fmt.flops(r.costs.backbone_macs, 'MACs')}) per image.",
         "",
     ]
-    rows = []
-    for name, policy in r.policies.items():
-        for tag, p in (("", policy.chosen), (" (default)", policy.default)):
-            if p is not None:
-                rows.append(
-                    [
-                        f"{name}{tag}",
-                        fmt.threshold(p.threshold),
-                        fmt.pct(p.accuracy, 2),
-                        fmt.pct(p.flops_fraction),
-                        fmt.shares(p.exit_shares),
-                    ]
-                )
-    o = r.oracle
-    rows.append(
+    if r.calibration is not None:
+        lines += [calibration_markdown(r).rstrip("\n"), ""]
+    shown = _shown_points(r)
+    per_exit = any(p.thresholds is not None for *_, p in shown)
+    rows = [
         [
-            "oracle",
-            "-",
-            fmt.pct(o.accuracy, 2),
-            fmt.pct(o.flops_fraction),
-            fmt.shares(o.exit_shares),
+            tag,
+            _setting(tag.partition(" (")[0], policy, p),
+            *([fmt.thresholds(p.thresholds)] if per_exit else []),
+            fmt.pct(p.accuracy, 2),
+            fmt.pct(p.flops_fraction),
+            fmt.shares(p.exit_shares),
         ]
-    )
+        for tag, policy, p in shown
+    ]
+    o = r.oracle
+    oracle = ["oracle", "-", *(["-"] if per_exit else []), fmt.pct(o.accuracy, 2)]
+    rows.append([*oracle, fmt.pct(o.flops_fraction), fmt.shares(o.exit_shares)])
     header = [
         "policy",
         "threshold (chosen on validation)",
+        *(["per-exit thresholds"] if per_exit else []),
         "test accuracy",
         "mean FLOPs, % of backbone",
         "exit shares",
     ]
-    return "\n".join(lines + _table(header, "lrrrl", rows)) + "\n"
+    align = "lr" + "r" * per_exit + "rrl"
+    return "\n".join(lines + _table(header, align, rows)) + "\n"
+
+
+def risk_markdown(result: RiskResult) -> str:
+    """The fitted rules (calibrated on validation, measured on test), the same recalibrated on
+    the test distribution, the evidence over random splits per risk and rule, and the shift."""
+    c = result.config
+    lines = [
+        f"### {result.title or 'Risk control'}",
+        "",
+        f"Target risk ε {', '.join(fmt.pct_exact(e) for e in c.epsilons)}; LTT's δ = "
+        f"{fmt.pct_exact(c.delta)}; temperatures "
+        f"{' / '.join(fmt.number(t) for t in c.temperatures)} (fitted on validation).",
+    ]
+    if result.command:
+        lines[-1] += f" Printed by `{result.command}`."
+    for title, fits in (("Fitted rules", result.fitted), ("Recalibrated", result.recalibrated)):
+        if fits:
+            lines += ["", f"**{title}** ({fits_source(fits)}):", ""]
+            lines += _rows_table(fit_header(fits), 3, [fit_cells(f) for f in fits])
+    for ev in result.evidence:
+        rows = [evidence_cells(row, ev.delta) for row in sorted(ev.rows, key=lambda r: r.epsilon)]
+        lines += [
+            "",
+            f"**Evidence**, {evidence_title(ev)}:",
+            "",
+            *_rows_table(EVIDENCE_HEADER, 1, rows),
+        ]
+    header, rows, setting = shift_table(result)
+    if rows:
+        under = f" ({setting})" if setting else ""
+        lines += ["", f"**Under distribution shift**{under}:", "", *_rows_table(header, 3, rows)]
+    return "\n".join(lines) + "\n"
 
 
 def robustness_markdown(study: RobustnessResult) -> str:

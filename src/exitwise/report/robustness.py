@@ -43,6 +43,7 @@ __all__ = [
     "disturbance_label",
     "exit_shares_figure",
     "groups",
+    "level_axis",
     "level_text",
     "render_figures",
     "slowdown_figure",
@@ -158,14 +159,16 @@ def _capped(rows: Sequence[DisturbanceResult]) -> bool:
 # ------------------------------------------------------------------------------------- figures
 
 
-def _level_axis(ax: Axes, name: str, kind: str, levels: Sequence[float]) -> Any:
+def level_axis(ax: Axes, name: str, kind: str, levels: Sequence[float]) -> Any:
+    """Put ``levels`` of disturbance ``name`` on ``ax``'s x axis, labelled in its unit (L-inf
+    epsilons in 1/255); returns the x positions (see :func:`~exitwise.report.figures.step_axis`)."""
     label = _LEVELS.get(name, ("attack strength" if kind == "attack" else "level", ""))[0]
     shown = [_shown(name, v) for v in levels]
     return plot.step_axis(ax, shown, [_tick(name, v) for v in levels], label, most=8)
 
 
 def _group_axis(ax: Axes, g: Group) -> Any:
-    return _level_axis(ax, g[1][0].name, g[1][0].kind, [r.level for r in g[1]])
+    return level_axis(ax, g[1][0].name, g[1][0].kind, [r.level for r in g[1]])
 
 
 def _series(points: Sequence[RoutedPoint | SlowdownPoint | None], attr: str) -> list[float]:
@@ -254,8 +257,7 @@ def attacks_figure(study: RobustnessResult) -> Figure | None:
 def exit_shares_figure(study: RobustnessResult) -> Figure:
     """Where the routed model's samples leave under each disturbance, against the level."""
     shown, n = groups(study), _num_exits(study)
-    nrows = math.ceil(len(shown) / 4)
-    ncols = math.ceil(len(shown) / nrows)  # balanced rows: 5 panels as 3 + 2, not 4 + 1
+    nrows, ncols = plot.grid_shape(len(shown), 4)
     fig, axes = plot.subplots(nrows, ncols, (max(7.5, 3.9 * ncols), 3.2 * nrows + 0.9), w_pad=0.12)
     for ax, g in zip(axes.flat, shown, strict=False):
         x = _group_axis(ax, g)
@@ -285,7 +287,7 @@ def slowdown_figure(study: RobustnessResult) -> Figure | None:
     )
     eps = [e.eps for e in rows]
     for ax, (attr, ylabel, title) in zip(axes[0], panels, strict=True):
-        x = _level_axis(ax, "slowdown", "attack", eps)
+        x = level_axis(ax, "slowdown", "attack", eps)
         values = _series([e.routed for e in rows], attr)
         ax.plot(x, values, **ROUTED, label="routed policy")
         if capped:
