@@ -148,7 +148,12 @@ def efficiency_study(
         family = POLICIES.get(pol_name)
         make, grid = _maker(family, ctx), family.thresholds_for(model.num_exits)
         points = sweep(test_out, test_y, costs, make, grid)
-        entry = PolicyResult(family.label, points, pareto_front(points))
+        entry = PolicyResult(
+            family.label,
+            points,
+            pareto_front(points),
+            parameter="patience" if pol_name == "patience" else None,
+        )
         if val_out is not None and val_y is not None and val_acc is not None:
             entry.val_sweep = sweep(val_out, val_y, costs, make, grid)
             pick = choose_threshold(entry.val_sweep, val_acc[-1] - tolerance)
@@ -199,6 +204,7 @@ def _per_exit_rules(
     }
     rules = {}
     for name, (label, searches) in goals.items():
+        budget_rule = name.endswith("_budget")
         val_points, test_points = [], []
         for key, (target, budget) in sorted(searches.items()):
             fit = search_per_exit(
@@ -217,7 +223,13 @@ def _per_exit_rules(
             make = _fixed(fit.policy(ctx.temperature))
             (point,) = sweep(test_out, test_y, costs, make, [key])
             test_points.append(dataclasses.replace(point, thresholds=fit.thresholds))
-        entry = PolicyResult(label, test_points, pareto_front(test_points), val_sweep=val_points)
+        entry = PolicyResult(
+            label,
+            test_points,
+            pareto_front(test_points),
+            val_sweep=val_points,
+            parameter="FLOPs budget" if budget_rule else "tolerance below the final exit",
+        )
         if name == "max_probability_per_exit":
             i = next(i for i, p in enumerate(val_points) if p.threshold == tolerance)
             p, v = test_points[i], val_points[i]
