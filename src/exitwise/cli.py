@@ -385,12 +385,21 @@ def risk(
 @app.command()
 def summary(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories with evaluation.json")],
+    at: Annotated[
+        Optional[list[float]],  # noqa: UP045
+        typer.Option(
+            help="also every rule's test point at this threshold (repeatable), e.g. --at 0.8 "
+            "--at 0.9 for seed 002's committee settings"
+        ),
+    ] = None,
 ) -> None:
     """Print the evaluation of one or more runs as Markdown tables (for docs and notes)."""
-    from exitwise.report import efficiency_markdown
+    from exitwise.report import efficiency_markdown, operating_points_markdown
 
     for ev in [_read_evaluation(d) for d in run_dirs]:  # every file is checked before printing
         print(efficiency_markdown(ev))
+        if at:
+            print(operating_points_markdown(ev, at))
 
 
 def _read_evaluation(run_dir: Path):

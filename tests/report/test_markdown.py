@@ -8,6 +8,7 @@ from exitwise.report import (
     calibration_markdown,
     comparison_markdown,
     efficiency_markdown,
+    operating_points_markdown,
     risk,
     risk_markdown,
     robustness_markdown,
@@ -43,9 +44,14 @@ def test_efficiency_markdown() -> None:
     assert _rows(text, "0") == [["0", "layer1.1", "71.30%", "324.4", "162.2", "29.2%"]]
     assert _rows(text, "3")[0][2:] == ["98.53%", "1,135.4", "567.7", "102.2%"]
     assert "Plain backbone: 1,110.9 MFLOPs (555.4 MMACs) per image." in text
-    assert _rows(text, "max_probability") == [
-        ["max_probability", "0.98", "97.15%", "61.7%", "29% / 29% / 23% / 19%"]
-    ]
+    mp_rows = _rows(text, "max_probability")
+    assert mp_rows[0] == ["max_probability", "0.98", "97.15%", "61.7%", "29% / 29% / 23% / 19%"]
+    # the chosen point against the final exit and the oracle's mean FLOPs
+    chosen = r.policies["max_probability"].chosen
+    assert chosen is not None
+    ratio = chosen.mean_flops / r.oracle.mean_flops
+    delta = 100 * (chosen.accuracy - r.exits[-1].accuracy)
+    assert mp_rows[1] == ["max_probability", f"{delta:+.1f} pt", f"{ratio:.2f}x"]
     assert _rows(text, "entropy (default)")[0][1] == "0.8"
     assert _rows(text, "oracle")[0][:4] == ["oracle", "-", "99.34%", "40.9%"]
 
@@ -112,9 +118,9 @@ def test_efficiency_markdown_with_the_new_rules() -> None:
         in text
     )
     assert _rows(text, "max_probability")[0][:3] == ["max_probability", "0.98", "-"]
-    assert _rows(text, "committee") == [
-        ["committee", "0.95", "-", "96.40%", "52.7%", "45% / 26% / 17% / 12%"]
-    ]
+    assert _rows(text, "committee")[0] == [
+        "committee", "0.95", "-", "96.40%", "52.7%", "45% / 26% / 17% / 12%"
+    ]  # fmt: skip
     assert _rows(text, "patience (picked on test)")[0][:4] == [
         "patience (picked on test)", "patience 4", "-", "98.53%",
     ]  # fmt: skip
@@ -151,3 +157,18 @@ def test_risk_markdown() -> None:
     bare.shift, bare.recalibrated, bare.evidence = [], [], []
     text = risk_markdown(bare)
     assert "Recalibrated" not in text and "Evidence" not in text and "shift" not in text
+
+
+def test_operating_points_at_given_thresholds() -> None:
+    r = efficiency_result()
+    t = r.policies["max_probability"].sweep[3].threshold
+    p = r.policies["max_probability"].sweep[3]
+    text = operating_points_markdown(r, [t])
+    assert "| policy | threshold | test accuracy | left at a side exit | mean FLOPs, % |" in text
+    row = _rows(text, "max_probability")[0]
+    assert row[2:] == [
+        f"{100 * p.accuracy:.2f}%",
+        f"{100 * (1 - p.exit_shares[-1]):.1f}%",
+        f"{100 * p.flops_fraction:.1f}%",
+    ]
+    assert _rows(operating_points_markdown(r, [12345.0]), "max_probability") == []

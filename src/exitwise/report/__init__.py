@@ -26,6 +26,7 @@ from exitwise.report.markdown import (
     calibration_markdown,
     comparison_markdown,
     efficiency_markdown,
+    operating_points_markdown,
     risk_markdown,
     robustness_markdown,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "comparison_figure",
     "comparison_markdown",
     "efficiency_markdown",
+    "operating_points_markdown",
     "risk_markdown",
     "robustness_markdown",
     "write_comparison",

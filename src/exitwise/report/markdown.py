@@ -34,6 +34,7 @@ __all__ = [
     "calibration_markdown",
     "comparison_markdown",
     "efficiency_markdown",
+    "operating_points_markdown",
     "risk_markdown",
     "robustness_markdown",
 ]
@@ -147,7 +148,33 @@ def efficiency_markdown(result: EfficiencyResult) -> str:
         "exit shares",
     ]
     align = "lr" + "r" * per_exit + "rrl"
-    return "\n".join(lines + _table(header, align, rows)) + "\n"
+    lines += _table(header, align, rows)
+    final = r.exits[-1].accuracy
+    ratios = [
+        [tag, fmt.points(p.accuracy - final), f"{p.mean_flops / o.mean_flops:.2f}x"]
+        for tag, _, p in shown
+        if o.mean_flops > 0 and not tag.endswith(")")
+    ]
+    if ratios:
+        lines += ["", *_rows_table(["policy", "vs final exit", "mean FLOPs / oracle's"], 1, ratios)]
+    return "\n".join(lines) + "\n"
+
+
+def operating_points_markdown(result: EfficiencyResult, thresholds: Sequence[float]) -> str:
+    """Every rule's test point at the given thresholds (e.g. seed 002's alpha 0.8 and 0.9):
+    accuracy, the share of images that leave at a side exit, and mean FLOPs."""
+    rows = []
+    for t in thresholds:
+        for name, policy in result.policies.items():
+            for p in policy.sweep:
+                if p.thresholds is None and p.threshold == t:
+                    side = 1.0 - p.exit_shares[-1]
+                    rows.append(
+                        [name, fmt.threshold(t), fmt.pct(p.accuracy, 2), fmt.pct(side),
+                         fmt.pct(p.flops_fraction)]
+                    )  # fmt: skip
+    header = ["policy", "threshold", "test accuracy", "left at a side exit", "mean FLOPs, %"]
+    return "\n".join(_rows_table(header, 1, rows)) + "\n"
 
 
 def risk_markdown(result: RiskResult) -> str:
