@@ -50,7 +50,12 @@ def test_run_writes_model_evaluation_and_report(tiny_run):
     ):
         assert (out / name).exists(), name
     ev = json.loads((out / "evaluation.json").read_text())
-    assert len(ev["exits"]) == 4 and set(ev["policies"]) == {"max_probability", "entropy"}
+    assert len(ev["exits"]) == 4
+    assert set(ev["policies"]) == {
+        "max_probability", "entropy", "committee", "mean_ensemble", "patience",
+        "max_probability_per_exit", "max_probability_per_exit_budget",
+    }  # fmt: skip
+    assert len(ev["calibration"]["temperatures"]) == 4
     assert ev["dataset"]["num_samples"] == 43 * 3
     assert ev["command"].startswith("exitwise run")
 
@@ -60,7 +65,9 @@ def test_evaluate_a_saved_run(tiny_run):
     proc = exitwise("evaluate", str(out), "eval.policies=[max_probability]", "threads=2", cwd=out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ev = json.loads((out / "evaluation.json").read_text())
-    assert list(ev["policies"]) == ["max_probability"]
+    assert list(ev["policies"]) == [
+        "max_probability", "max_probability_per_exit", "max_probability_per_exit_budget",
+    ]  # fmt: skip
     assert ev["training"]["threads"] == 1  # what training ran with, not this evaluation
 
 

@@ -192,6 +192,9 @@ def test_efficiency_study_adds_the_learned_rule():
     from exitwise.experiments import efficiency_study
 
     ev = efficiency_study(eenets_net().eval(), tiny_data())
-    assert set(ev.policies) == {"max_probability", "entropy", "learned_confidence"}
+    assert set(ev.policies) == {
+        "max_probability", "entropy", "learned_confidence",
+        "max_probability_per_exit", "max_probability_per_exit_budget",
+    }  # fmt: skip
     default = ev.policies["learned_confidence"].default
     assert default is not None and default.threshold == 0.5
