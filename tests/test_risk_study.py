@@ -81,3 +81,21 @@ def test_bad_settings_are_refused_in_one_line(change, message):
     with pytest.raises(InputError) as e:
         dataclasses.replace(SETTINGS, **change).check()
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_users_rule_comes_back_as_a_live_policy(study, tmp_path):
+    from exitwise.experiments.risk import fitted_policy
+
+    model, data, temps, result = study
+    (tmp_path / "risk").mkdir()
+    result.save(tmp_path / "risk" / "risk.json")
+    policy = fitted_policy(tmp_path)
+    (mine,) = [
+        f
+        for f in result.fitted
+        if (f.method, f.rule, f.risk) == (SETTINGS.method, SETTINGS.rule, "disagreement")
+    ]
+    assert list(policy.threshold) == list(mine.thresholds) and policy.temperature == tuple(temps)
+    x = data.test.images.float() / 255
+    res = route(model, x, policy)
+    assert res.accuracy(data.test.labels) == pytest.approx(mine.test_accuracy, abs=1e-12)

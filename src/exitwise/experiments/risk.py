@@ -47,6 +47,7 @@ from exitwise.devices import module_device
 from exitwise.errors import InputError
 from exitwise.nets import MultiExitNet
 from exitwise.outputs import ExitOutput
+from exitwise.policies import MaxProbability
 from exitwise.results import (
     EvidenceRow,
     RiskConfig,
@@ -68,6 +69,7 @@ __all__ = [
     "run_risk",
     "run_temperatures",
     "per_exit_path",
+    "fitted_policy",
 ]
 
 Risk = Literal["disagreement", "gap"]
@@ -449,3 +451,20 @@ def run_risk(
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / "risk.json")
     return result
+
+
+def fitted_policy(run_dir: str | Path) -> MaxProbability:
+    """The rule ``exitwise risk`` fitted on a run for the user's setting (method, risk rule
+    family, epsilon, delta; the disagreement risk), calibrated on validation: an ordinary
+    ``MaxProbability`` with the run's temperatures, ready for ``route``."""
+    result = RiskResult.load(Path(run_dir) / "risk" / "risk.json")
+    c = result.config
+    for fit in result.fitted:
+        if (fit.method, fit.rule, fit.risk, fit.epsilon) == (
+            c.user_method,
+            c.user_rule,
+            "disagreement",
+            c.user_epsilon,
+        ):
+            return MaxProbability(list(fit.thresholds), temperature=c.temperatures)
+    raise InputError(f"{run_dir}/risk/risk.json holds no rule for its own setting")
