@@ -463,6 +463,60 @@ def compare(
 
 
 @app.command()
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="a directory written by `exitwise train`")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port, 1..65535")] = 8000,
+    token: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="require `Authorization: Bearer TOKEN` on /v2/models/..."),
+    ] = None,
+    max_body_mb: Annotated[float, typer.Option(help="larger request bodies get 413")] = 64.0,
+    timeout_s: Annotated[float, typer.Option(help="slower model runs get 504")] = 30.0,
+    max_in_flight: Annotated[
+        int, typer.Option(help="requests computed at once; one more gets 503")
+    ] = 8,
+    device: DeviceOpt = None,
+) -> None:
+    """Serve the run's cloud parts over the Open Inference Protocol (KServe v2, binary tensors):
+    cloud_k{k} after each side exit k, and cloud_image (the whole model, the cloud-only
+    baseline)."""
+    from exitwise.devices import resolve_device
+
+    if not host.strip():
+        raise InputError("--host must be an address, e.g. 127.0.0.1 or 0.0.0.0")
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port must be in 1..65535, got {port}")
+    if token is not None and not token.strip():
+        raise InputError("--token must not be empty; omit it to serve without a token")
+    for flag, value in (("--max-body-mb", max_body_mb), ("--timeout-s", timeout_s)):
+        if not value > 0:
+            raise InputError(f"{flag} must be > 0, got {value}")
+    if max_in_flight < 1:
+        raise InputError(f"--max-in-flight must be >= 1, got {max_in_flight}")
+    try:
+        dev = resolve_device(device or "auto")
+    except ValueError as e:
+        raise InputError(f"--device: {e}") from None
+
+    import uvicorn
+
+    from exitwise.serving.server import IMAGE_MODEL, ServerLimits, build_app, cloud_model_name
+    from exitwise.training.checkpoint import load_model
+
+    model = load_model(run_dir, device=dev).model
+    limits = ServerLimits(
+        max_body_bytes=max(1, int(max_body_mb * 2**20)),
+        timeout_s=timeout_s,
+        max_in_flight=max_in_flight,
+        token=token,
+    )
+    names = [cloud_model_name(k) for k in range(model.num_exits - 1)] + [IMAGE_MODEL]
+    err.print(f"serving {', '.join(names)} on {dev} at http://{host}:{port}/v2")
+    uvicorn.run(build_app(model, limits=limits), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def validate(config: ConfigOpt = None, overrides: Overrides = None) -> None:
     """Check a config and its overrides, and print the resolved configuration as YAML."""
     import yaml
