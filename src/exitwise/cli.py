@@ -517,6 +517,124 @@ def serve(
 
 
 @app.command()
+def edge(
+    run_dir: Annotated[Path, typer.Argument(help="a directory written by `exitwise train`")],
+    cloud: Annotated[
+        str, typer.Option(help="the cloud server (`exitwise serve`), e.g. http://127.0.0.1:8000")
+    ],
+    split: Annotated[int, typer.Option(help="split after this side exit k (cloud_k{k})")],
+    threshold: Annotated[
+        float, typer.Option(help="max-probability threshold (the committee's alpha)")
+    ],
+    committee: Annotated[
+        bool, typer.Option(help="seed 002's committee of edge exits, weighted by val accuracy")
+    ] = False,
+    samples: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="the first N test images (default: all)", show_default=False),
+    ] = None,
+    token: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="send `Authorization: Bearer TOKEN`"),
+    ] = None,
+    timeout_s: Annotated[
+        float, typer.Option(help="wait this long for the cloud, then fall back")
+    ] = 10.0,
+    batch_size: Annotated[int, typer.Option(help="images per edge batch (one request)")] = 64,
+    fp16: Annotated[bool, typer.Option(help="send FP16 features instead of FP32")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """The edge runtime on the run's test split: early exit on the edge up to exit k, the rest
+    offloaded to the cloud in one request per batch; falls back to the most confident edge exit
+    when the cloud fails. Prints accuracy, edge share, fallback count and mean latency."""
+    import math
+
+    from exitwise.devices import resolve_device
+
+    if not cloud.startswith(("http://", "https://")):
+        raise InputError(f"--cloud must be a URL such as http://127.0.0.1:8000, got {cloud!r}")
+    if split < 0:
+        raise InputError(f"--split must be a side exit >= 0, got {split}")
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise InputError(
+            f"--threshold must be a number >= 0 (above 1: never leave), got {threshold}"
+        )
+    if samples is not None and samples < 1:
+        raise InputError(f"--samples must be >= 1, got {samples}")
+    if token is not None and not token.strip():
+        raise InputError("--token must not be empty; omit it to send none")
+    if not timeout_s > 0:
+        raise InputError(f"--timeout-s must be > 0, got {timeout_s}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    try:
+        dev = resolve_device(device or "cpu")
+    except ValueError as e:
+        raise InputError(f"--device: {e}") from None
+
+    from exitwise.policies import Committee, ExitPolicy, MaxProbability
+    from exitwise.serving.edge import EdgeRuntime, run_batches
+    from exitwise.training.checkpoint import check_model_fits, load_model
+
+    cfg = _setup(None, None, run_dir)
+    model = load_model(run_dir, device=dev).model
+    if split > model.num_exits - 2:
+        raise InputError(
+            f"--split must be a side exit in 0..{model.num_exits - 2} of this model, got {split}"
+        )
+    data = _load_data(cfg)
+    check_model_fits(model, data, run_dir)
+    policy: ExitPolicy = MaxProbability(threshold)
+    if committee:
+        from exitwise.routing import collect_outputs
+
+        val = data.val.images
+        outs, _ = collect_outputs(
+            model, (val[i : i + batch_size].float() / 255 for i in range(0, len(val), batch_size))
+        )
+        labels = data.val.labels
+        weights = tuple(float((o.logits.argmax(1) == labels).double().mean()) for o in outs)
+        if weights[0] == 0:
+            raise InputError("exit 0 classifies no validation image right; the committee needs it")
+        policy = Committee(threshold, weights)
+    images, labels = data.test.images, data.test.labels
+    if samples is not None:
+        images, labels = images[:samples], labels[:samples]
+    features = "FP16" if fp16 else "FP32"
+    with EdgeRuntime(
+        model, split, policy, cloud, token, features, read_timeout_s=timeout_s
+    ) as runtime:
+        err.print(f"{runtime!r}: {len(images)} test images in batches of {batch_size}")
+        results = run_batches(runtime, images, batch_size)
+    n = len(images)
+    correct = sum(
+        int((r.prediction == labels[i * batch_size : i * batch_size + len(r)]).sum())
+        for i, r in enumerate(results)
+    )
+    on_edge = sum(len(r) - r.offloaded for r in results)
+    fallback = sum(r.fallback_count for r in results)
+    reasons = sorted({r.fallback_reason for r in results if r.fallback_reason})
+    sent = [r.payload_bytes for r in results if r.payload_bytes]
+
+    def mean_ms(field: str) -> float:
+        return sum(getattr(r, field) for r in results) / len(results)
+
+    console.print(
+        f"accuracy {100 * correct / n:.2f}% on {n} images; edge share {100 * on_edge / n:.1f}%; "
+        f"fallback {fallback}"
+    )
+    console.print(
+        f"mean latency per batch {mean_ms('total_ms'):.1f} ms (edge {mean_ms('edge_ms'):.1f}, "
+        f"codec {mean_ms('encode_ms'):.1f}, network+cloud {mean_ms('network_ms'):.1f}); "
+        f"per image {len(results) * mean_ms('total_ms') / n:.2f} ms"
+    )
+    if sent:
+        console.print(f"{len(sent)} requests, {sum(sent) / len(sent):.0f} bytes each on average")
+    for reason in reasons:
+        console.print(f"fallback reason: {reason}")
+
+
+@app.command()
 def validate(config: ConfigOpt = None, overrides: Overrides = None) -> None:
     """Check a config and its overrides, and print the resolved configuration as YAML."""
     import yaml
