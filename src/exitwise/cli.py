@@ -584,8 +584,16 @@ def edge(
         )
     data = _load_data(cfg)
     check_model_fits(model, data, run_dir)
-    policy: ExitPolicy = MaxProbability(threshold)
-    if committee:
+    # the run's calibration (temperatures, committee weights) when `exitwise evaluate` fitted one
+    from exitwise.results import EfficiencyResult
+
+    ev_path = run_dir / "evaluation.json"
+    cal = EfficiencyResult.load(ev_path).calibration if ev_path.exists() else None
+    temps: float | tuple[float, ...] = tuple(cal.temperatures) if cal is not None else 1.0
+    policy: ExitPolicy = MaxProbability(threshold, temperature=temps)
+    if committee and cal is not None:
+        policy = Committee(threshold, tuple(cal.exit_weights), temperature=temps)
+    elif committee:
         from exitwise.routing import collect_outputs
 
         val = data.val.images

@@ -18,7 +18,7 @@ from exitwise.routing import route
 from exitwise.serving.edge import CLOUD, EDGE, FALLBACK, EdgeRuntime
 from exitwise.serving.server import ServerLimits, build_app
 from tests.conftest import build_small_net
-from tests.serving.test_server import _Server
+from tests.serving.test_server import LoopbackServer
 
 THRESHOLDS = (0.187, 0.206, 0.19)  # this untrained net's batches leave at several exits
 TOKEN = "edge-token"
@@ -50,7 +50,7 @@ def net():
 def server():
     """The cloud, with its own copy of the (seeded, identical) network."""
     app = build_app(build_small_net(), limits=ServerLimits(token=TOKEN))
-    with _Server(app) as s:
+    with LoopbackServer(app) as s:
         yield s
 
 
@@ -119,7 +119,7 @@ def test_cloud_with_the_same_rule_equals_route_with_it(net):
     """A cloud serving the same max-probability rule continues where the edge stopped."""
     rule = MaxProbability(THRESHOLDS)
     images = _images(24, seed=4)
-    with _Server(build_app(build_small_net(), policy=rule)) as s:
+    with LoopbackServer(build_app(build_small_net(), policy=rule)) as s:
         for k in range(net.num_exits - 1):
             with EdgeRuntime(net, k, rule, s.url) as rt:
                 got = rt.classify(images)
@@ -184,7 +184,7 @@ def test_a_stalled_cloud_falls_back_on_read_timeout_without_retrying(net):
     handle = cloud_net.stages[-1].register_forward_pre_hook(lambda *_: release.wait(10))
     rule, k, images = MaxProbability(THRESHOLDS), 0, _images()
     try:
-        with _Server(build_app(cloud_net)) as s:
+        with LoopbackServer(build_app(cloud_net)) as s:
             with EdgeRuntime(net, k, rule, s.url, read_timeout_s=0.3) as rt:
                 got = rt.classify(images)
             release.set()
@@ -211,7 +211,10 @@ def _counting_app(status):
 @pytest.mark.parametrize(("status", "attempts"), [(503, 3), (504, 3), (400, 1), (404, 1)])
 def test_retries_only_503_and_504_and_at_most_twice(net, status, attempts):
     app, hits = _counting_app(status)
-    with _Server(app) as s, EdgeRuntime(net, 0, MaxProbability(2.0), s.url, backoff_s=0.01) as rt:
+    with (
+        LoopbackServer(app) as s,
+        EdgeRuntime(net, 0, MaxProbability(2.0), s.url, backoff_s=0.01) as rt,
+    ):
         got = rt.classify(_images(3))
     assert got.attempts == attempts == len(hits)
     assert got.where == (FALLBACK,) * 3

@@ -12,7 +12,7 @@ from exitwise.config import load_config
 from exitwise.experiments.pipeline import build_model, load_data
 from exitwise.serving.server import build_app
 from exitwise.training.checkpoint import load_model, save_model
-from tests.serving.test_server import _Server
+from tests.serving.test_server import LoopbackServer
 
 SMALL = [
     "data.options.train_per_class=2",
@@ -68,7 +68,7 @@ def test_a_split_beyond_the_model_is_one_line_error(run_dir):
 
 def test_edge_against_a_real_cloud_and_against_none(run_dir):
     model = load_model(run_dir).model
-    with _Server(build_app(model, limits=None)) as s:
+    with LoopbackServer(build_app(model, limits=None)) as s:
         ok = _edge(run_dir, "--cloud", s.url, "--split", "1", "--threshold", "0.05",
                    "--samples", "20", "--batch-size", "8")  # fmt: skip
         # the untrained model's exit 0 is right on no validation image: no committee weights

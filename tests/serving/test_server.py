@@ -22,7 +22,7 @@ TOKEN = "s3cret"
 MAX_BODY = 200_000
 
 
-class _Server:
+class LoopbackServer:
     """A uvicorn server on a free loopback port, in a background thread."""
 
     def __init__(self, app) -> None:
@@ -57,7 +57,7 @@ def net():
 @pytest.fixture(scope="module")
 def server(net):
     app = build_app(net, limits=ServerLimits(max_body_bytes=MAX_BODY, token=TOKEN))
-    with _Server(app) as s:
+    with LoopbackServer(app) as s:
         yield s
 
 
@@ -188,7 +188,7 @@ def test_threshold_policy_matches_the_offline_simulation(net):
     policy = MaxProbability(thresholds)
     x = _images(8, seed=3).float() / 255
     outs = net.forward_outputs(x)
-    with _Server(build_app(net, policy=policy)) as s, httpx.Client(base_url=s.url) as c:
+    with LoopbackServer(build_app(net, policy=policy)) as s, httpx.Client(base_url=s.url) as c:
         got = _decode(_infer(c, IMAGE_MODEL, {"image": (x * 255).round().to(torch.uint8)}))
         sim = simulate(outs, policy, net.costs)
         assert got["exit_idx"].tolist() == sim.exit_idx.tolist()
@@ -216,7 +216,7 @@ def test_timeout_and_in_flight_bound(net):
     handle = net.stages[-1].register_forward_pre_hook(stall)
     try:
         limits = ServerLimits(timeout_s=0.3, max_in_flight=1)
-        with _Server(build_app(net, limits=limits)) as s, httpx.Client(base_url=s.url) as c:
+        with LoopbackServer(build_app(net, limits=limits)) as s, httpx.Client(base_url=s.url) as c:
             slow = _infer(c, IMAGE_MODEL, {"image": _images(1)})
             assert slow.status_code == 504 and "longer than" in slow.json()["error"]
             busy = _infer(c, IMAGE_MODEL, {"image": _images(1)})
