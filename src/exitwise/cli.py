@@ -89,6 +89,17 @@ DeviceOpt = Annotated[
 ]
 
 
+def _device_option(device: str | None, default: str):
+    """``--device`` (or ``default``) as a torch device; a one-line error when it is unknown or
+    absent, before anything loads."""
+    from exitwise.devices import resolve_device
+
+    try:
+        return resolve_device(device or default)
+    except ValueError as e:
+        raise InputError(f"--device: {e}") from None
+
+
 def _with_device(overrides: list[str] | None, device: str | None) -> list[str] | None:
     """``--device`` as the override ``device=...`` (it wins over the config's)."""
     return [*(overrides or []), f"device={device}"] if device else overrides
@@ -481,7 +492,6 @@ def serve(
     """Serve the run's cloud parts over the Open Inference Protocol (KServe v2, binary tensors):
     cloud_k{k} after each side exit k, and cloud_image (the whole model, the cloud-only
     baseline)."""
-    from exitwise.devices import resolve_device
 
     if not host.strip():
         raise InputError("--host must be an address, e.g. 127.0.0.1 or 0.0.0.0")
@@ -494,10 +504,7 @@ def serve(
             raise InputError(f"{flag} must be > 0, got {value}")
     if max_in_flight < 1:
         raise InputError(f"--max-in-flight must be >= 1, got {max_in_flight}")
-    try:
-        dev = resolve_device(device or "auto")
-    except ValueError as e:
-        raise InputError(f"--device: {e}") from None
+    dev = _device_option(device, "auto")
 
     import uvicorn
 
@@ -549,8 +556,6 @@ def edge(
     when the cloud fails. Prints accuracy, edge share, fallback count and mean latency."""
     import math
 
-    from exitwise.devices import resolve_device
-
     if not cloud.startswith(("http://", "https://")):
         raise InputError(f"--cloud must be a URL such as http://127.0.0.1:8000, got {cloud!r}")
     if split < 0:
@@ -567,10 +572,7 @@ def edge(
         raise InputError(f"--timeout-s must be > 0, got {timeout_s}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    try:
-        dev = resolve_device(device or "cpu")
-    except ValueError as e:
-        raise InputError(f"--device: {e}") from None
+    dev = _device_option(device, "cpu")
 
     from exitwise.policies import Committee, ExitPolicy, MaxProbability
     from exitwise.serving.edge import EdgeRuntime, run_batches
@@ -585,23 +587,20 @@ def edge(
     data = _load_data(cfg)
     check_model_fits(model, data, run_dir)
     # the run's calibration (temperatures, committee weights) when `exitwise evaluate` fitted one
-    from exitwise.results import EfficiencyResult
+    from exitwise.experiments.calibration import saved_calibration
 
-    ev_path = run_dir / "evaluation.json"
-    cal = EfficiencyResult.load(ev_path).calibration if ev_path.exists() else None
+    cal = saved_calibration(run_dir, model.num_exits)
     temps: float | tuple[float, ...] = tuple(cal.temperatures) if cal is not None else 1.0
     policy: ExitPolicy = MaxProbability(threshold, temperature=temps)
     if committee and cal is not None:
         policy = Committee(threshold, tuple(cal.exit_weights), temperature=temps)
     elif committee:
+        from exitwise.data import iterate_batches
+        from exitwise.outputs import exit_accuracies
         from exitwise.routing import collect_outputs
 
-        val = data.val.images
-        outs, _ = collect_outputs(
-            model, (val[i : i + batch_size].float() / 255 for i in range(0, len(val), batch_size))
-        )
-        labels = data.val.labels
-        weights = tuple(float((o.logits.argmax(1) == labels).double().mean()) for o in outs)
+        outs, _ = collect_outputs(model, iterate_batches(data.val, batch_size))
+        weights = tuple(exit_accuracies(outs, data.val.labels))
         if weights[0] == 0:
             raise InputError("exit 0 classifies no validation image right; the committee needs it")
         policy = Committee(threshold, weights)

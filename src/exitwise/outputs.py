@@ -7,12 +7,13 @@ import a network.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from torch import Tensor
 
-__all__ = ["ExitOutput", "ExitDecision", "as_exit_output"]
+__all__ = ["ExitOutput", "ExitDecision", "as_exit_output", "exit_accuracies"]
 
 
 class ExitOutput(NamedTuple):
@@ -52,3 +53,8 @@ class ExitDecision:
     exit_mask: Tensor
     prediction: Tensor
     confidence: Tensor
+
+
+def exit_accuracies(outputs: Sequence[ExitOutput], labels: Tensor) -> list[float]:
+    """The accuracy of every exit's argmax on the same samples, shallow to deep."""
+    return [float((o.logits.argmax(dim=1) == labels).double().mean()) for o in outputs]

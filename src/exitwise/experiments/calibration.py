@@ -9,6 +9,7 @@ validation split only, and the test split only measures.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +20,16 @@ from exitwise.calibration.temperature import (
     fit_temperatures,
     reliability,
 )
-from exitwise.outputs import ExitOutput
+from exitwise.outputs import ExitOutput, exit_accuracies
 from exitwise.policies import PolicyContext
-from exitwise.results import CalibrationSummary, ExitCalibration, ReliabilityBin
+from exitwise.results import (
+    CalibrationSummary,
+    EfficiencyResult,
+    ExitCalibration,
+    ReliabilityBin,
+)
 
-__all__ = ["calibrate_exits", "policy_context", "BINS"]
+__all__ = ["calibrate_exits", "policy_context", "saved_calibration", "BINS"]
 
 BINS = 15
 """Equal-width confidence bins of the ECE, as seed 002's code uses."""
@@ -38,10 +44,6 @@ def _bins(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> lis
 
 def _nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
     return float(F.cross_entropy(logits.double() / temperature, labels))
-
-
-def _accuracy(outputs: Sequence[ExitOutput], labels: torch.Tensor) -> list[float]:
-    return [float((o.logits.argmax(1) == labels).double().mean()) for o in outputs]
 
 
 def calibrate_exits(
@@ -74,7 +76,7 @@ def calibrate_exits(
         temperatures=list(temps),
         global_temperature=t_global,
         exits=exits,
-        exit_weights=_accuracy(val_outputs, val_labels),
+        exit_weights=exit_accuracies(val_outputs, val_labels),
         bins=BINS,
     )
 
@@ -87,3 +89,13 @@ def policy_context(calibration: CalibrationSummary | None) -> PolicyContext:
         temperature=tuple(calibration.temperatures),
         exit_weights=tuple(calibration.exit_weights),
     )
+
+
+def saved_calibration(run_dir: str | Path, num_exits: int) -> CalibrationSummary | None:
+    """The calibration ``exitwise evaluate`` stored with a run (in its evaluation.json), if it
+    has one for ``num_exits`` exits."""
+    path = Path(run_dir) / "evaluation.json"
+    if not path.exists():
+        return None
+    cal = EfficiencyResult.load(path).calibration
+    return cal if cal is not None and len(cal.temperatures) == num_exits else None

@@ -17,6 +17,7 @@ from exitwise.data import ArrayDataset, DatasetSplits, iterate_batches
 from exitwise.devices import module_device
 from exitwise.experiments.calibration import calibrate_exits, policy_context
 from exitwise.nets import ExitOutput, MultiExitNet
+from exitwise.outputs import exit_accuracies
 from exitwise.policies import POLICIES, ExitPolicy, LearnedConfidence, PolicyContext, PolicyFamily
 from exitwise.results import (
     BackboneResult,
@@ -62,10 +63,6 @@ def _maker(family: PolicyFamily, ctx: PolicyContext) -> Callable[[float], ExitPo
     return lambda t: family.make(t, ctx)
 
 
-def _accuracies(outputs: Sequence[ExitOutput], labels: torch.Tensor) -> list[float]:
-    return [float((o.logits.argmax(1) == labels).double().mean()) for o in outputs]
-
-
 def efficiency_study(
     model: MultiExitNet,
     data: DatasetSplits,
@@ -105,8 +102,8 @@ def efficiency_study(
     val_out, val_y = (
         _outputs(model, data.val, batch_size, progress) if len(data.val) else (None, None)
     )
-    exit_acc = _accuracies(test_out, test_y)
-    val_acc = _accuracies(val_out, val_y) if val_out is not None and val_y is not None else None
+    exit_acc = exit_accuracies(test_out, test_y)
+    val_acc = exit_accuracies(val_out, val_y) if val_out is not None and val_y is not None else None
     blocks = [*model.exit_blocks, "final classifier"]
     name = model_name or str(model.config.get("backbone", "model"))
     orc = oracle(test_out, test_y, costs)

@@ -35,6 +35,7 @@ from torch import Tensor
 from exitwise.calibration import (
     fit_crc,
     fit_ltt,
+    fit_temperatures,
     max_probability_scores,
     quantile_path,
     risk_evidence,
@@ -45,6 +46,7 @@ from exitwise.cost import CostAccount
 from exitwise.data import ArrayDataset, DatasetSplits, iterate_batches
 from exitwise.devices import module_device
 from exitwise.errors import InputError
+from exitwise.experiments.calibration import saved_calibration
 from exitwise.nets import MultiExitNet
 from exitwise.outputs import ExitOutput
 from exitwise.policies import MaxProbability
@@ -67,7 +69,6 @@ __all__ = [
     "RiskSettings",
     "risk_study",
     "run_risk",
-    "run_temperatures",
     "per_exit_path",
     "fitted_policy",
 ]
@@ -258,7 +259,7 @@ def _outputs(
 def risk_study(
     model: MultiExitNet,
     data: DatasetSplits,
-    temperatures: Sequence[float],
+    temperatures: Sequence[float] | None,
     settings: RiskSettings,
     title: str = "",
     progress: Callable[[str], None] | None = None,
@@ -269,39 +270,44 @@ def risk_study(
         model: the trained network (its mode is kept; outputs are computed in eval mode).
         data: the run's dataset; thresholds are calibrated on ``data.val``, measured on
             ``data.test``.
-        temperatures: one per exit, fitted on validation (the run's calibration).
+        temperatures: one per exit, fitted on validation (the run's calibration); ``None``:
+            fitted here by NLL on the validation outputs, as ``exitwise evaluate`` does.
         settings: the user's epsilon, delta, method and rule, and the evidence's extent.
         progress: called with a label after each step.
     """
     settings.check()
     if len(data.val) == 0:
         raise InputError("the risk study calibrates on the validation split, and it is empty")
-    temps = list(temperatures)
     say = progress or (lambda _s: None)
     costs = model.costs_at(data.input_shape)
     path_flops = costs.path_flops
 
-    def collect(split: ArrayDataset) -> _Split:
+    def collect(split: ArrayDataset) -> tuple[list[ExitOutput], Tensor]:
         batches = iterate_batches(split, settings.batch_size, device=module_device(model))
         outs, labels = collect_outputs(model, batches)
         assert labels is not None
-        return _split(outs, labels, temps)
+        return outs, labels
 
-    val, test = collect(data.val), collect(data.test)
+    val_out, val_y = collect(data.val)
+    test_out, test_y = collect(data.test)
+    temps = list(temperatures) if temperatures is not None else fit_temperatures(val_out, val_y)
+    val, test = _split(val_out, val_y, temps), _split(test_out, test_y, temps)
     say("outputs")
     tune_idx, cal_idx = _halves(len(val.labels), settings.seed)
-    # per-exit paths, per risk: for the evidence and the recalibration on test, searched on all
-    # of validation; for the validation fits, on one half of it (calibrated on the other half)
-    paths: dict[tuple[str, str], tuple[Tensor | None, Tensor | None]] = {}
-    for risk in RISKS:
-        paths["shared", risk] = (None, None)
-        paths["per_exit", risk] = (per_exit_path(val), per_exit_path(val.take(tune_idx)))
+    half_a, half_b = _halves(len(test.labels), settings.seed + 1)
+    test_a, test_b = test.take(half_a), test.take(half_b)
+    # per-exit paths (they read scores, not the risk): for the evidence and the recalibration on
+    # test, from all of validation; for the validation fits, from one half of it, calibrated on
+    # the other half
+    paths: dict[str, tuple[Tensor | None, Tensor | None]] = {
+        "shared": (None, None),
+        "per_exit": (per_exit_path(val), per_exit_path(val.take(tune_idx))),
+    }
     fitted, recalibrated = [], []
-    test_a, test_b = _halves(len(test.labels), settings.seed + 1)
     for rule in RULES:
         val_cal = val.take(cal_idx) if rule == "per_exit" else val
+        path_all, path_tune = paths[rule]
         for risk in RISKS:
-            path_all, path_tune = paths[rule, risk]
             for method in METHODS:
                 fit = _fit(method, val_cal, settings.epsilon, settings.delta, risk, path_tune)
                 fitted.append(
@@ -309,14 +315,12 @@ def risk_study(
                         fit, rule, _measure(fit, test, temps, costs, risk), "validation", "test"
                     )
                 )
-                refit = _fit(
-                    method, test.take(test_a), settings.epsilon, settings.delta, risk, path_all
-                )
+                refit = _fit(method, test_a, settings.epsilon, settings.delta, risk, path_all)
                 recalibrated.append(
                     _fit_result(
                         refit,
                         rule,
-                        _measure(refit, test.take(test_b), temps, costs, risk),
+                        _measure(refit, test_b, temps, costs, risk),
                         "half of test",
                         "the other half of test",
                     )
@@ -336,7 +340,7 @@ def risk_study(
                 calib_fraction=settings.calib_fraction,
                 seed=settings.seed,
                 risk=risk,
-                per_exit_path=paths[rule, risk][0],
+                per_exit_path=paths[rule][0],
                 backbone_flops=costs.backbone_flops,
             )
             evidence.append(
@@ -385,15 +389,15 @@ def _shift_rows(
     clean = data.test.images[idx].float() / 255
     labels = data.test.labels[idx]
     risk: Risk = "disagreement"
+    clean_fits = {m: _fit(m, val, settings.epsilon, settings.delta, risk, None) for m in METHODS}
+    half_a, half_b = _halves(n, settings.seed + 2)
     rows = []
     for name, level in SHIFTS:
         gen = torch.Generator().manual_seed(settings.seed * 7919 + int(level * 1000))
         x = corrupt(name, clean, level, gen)
         shifted = _split(_outputs(model, x, labels, settings.batch_size), labels, temps)
-        half_a, half_b = _halves(n, settings.seed + 2)
         for method in METHODS:
-            clean_fit = _fit(method, val, settings.epsilon, settings.delta, risk, None)
-            c_risk, c_flops, _ = _measure(clean_fit, shifted, temps, costs, risk)
+            c_risk, c_flops, _ = _measure(clean_fits[method], shifted, temps, costs, risk)
             refit = _fit(method, shifted.take(half_a), settings.epsilon, settings.delta, risk, None)
             r_risk, r_flops, _ = _measure(refit, shifted.take(half_b), temps, costs, risk)
             rows.append(
@@ -415,23 +419,6 @@ def _shift_rows(
     return rows
 
 
-def run_temperatures(run_dir: Path, model: MultiExitNet, data: DatasetSplits) -> list[float]:
-    """The run's temperatures: from its evaluation.json when it was calibrated, else fitted on
-    the validation split now (by NLL, as ``exitwise evaluate`` does)."""
-    from exitwise.calibration import fit_temperatures
-    from exitwise.results import EfficiencyResult
-
-    path = run_dir / "evaluation.json"
-    if path.exists():
-        ev = EfficiencyResult.load(path)
-        if ev.calibration is not None and len(ev.calibration.temperatures) == model.num_exits:
-            return list(ev.calibration.temperatures)
-    batches = iterate_batches(data.val, 512, device=module_device(model))
-    outs, labels = collect_outputs(model, batches)
-    assert labels is not None
-    return fit_temperatures(outs, labels)
-
-
 def run_risk(
     run_dir: str | Path,
     model: MultiExitNet,
@@ -444,7 +431,8 @@ def run_risk(
     """The risk study of a saved run, saved as ``run_dir/risk/risk.json``."""
     run_dir = Path(run_dir)
     settings.check()
-    temps = run_temperatures(run_dir, model, data)
+    saved = saved_calibration(run_dir, model.num_exits)
+    temps = saved.temperatures if saved is not None else None
     result = risk_study(model, data, temps, settings, title, progress)
     result.command = command
     out = run_dir / "risk"

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from exitwise.devices import describe_device, module_device
 from exitwise.nets import MultiExitNet, eval_mode
+from exitwise.outputs import exit_accuracies
 from exitwise.policies import Capped, ExitPolicy
 from exitwise.results import (
     DisturbanceResult,
@@ -166,7 +167,7 @@ def _measure(
         model, (x[i : i + batch_size] for i in range(0, len(x), batch_size))
     )
     costs = model.costs_at(x.shape[1:])
-    exit_accuracy = [float((o.logits.argmax(1) == y).double().mean()) for o in outputs]
+    exit_accuracy = exit_accuracies(outputs, y)
     points = {}
     for name, policy in policies.items():
         res = simulate(outputs, policy, costs)  # == route(model, x, policy), tested
