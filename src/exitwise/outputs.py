@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-__all__ = ["ExitOutput", "ExitDecision", "as_exit_output", "exit_accuracies"]
+__all__ = ["ExitOutput", "ExitDecision", "as_exit_output", "exit_accuracies", "take_rows"]
 
 
 class ExitOutput(NamedTuple):
@@ -58,3 +58,8 @@ class ExitDecision:
 def exit_accuracies(outputs: Sequence[ExitOutput], labels: Tensor) -> list[float]:
     """The accuracy of every exit's argmax on the same samples, shallow to deep."""
     return [float((o.logits.argmax(dim=1) == labels).double().mean()) for o in outputs]
+
+
+def take_rows(out: ExitOutput, rows: Tensor) -> ExitOutput:
+    """``out`` for the samples ``rows`` selects (a bool mask or indices): logits and confidence."""
+    return ExitOutput(out.logits[rows], None if out.confidence is None else out.confidence[rows])

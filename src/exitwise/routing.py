@@ -21,7 +21,7 @@ from exitwise.cost import CostAccount
 from exitwise.devices import module_device
 from exitwise.nets.modes import eval_mode
 from exitwise.nets.multi_exit import MultiExitNet
-from exitwise.outputs import ExitOutput, as_exit_output
+from exitwise.outputs import ExitOutput, as_exit_output, take_rows
 from exitwise.policies import ExitPolicy, default_thresholds
 from exitwise.results import OperatingPoint
 
@@ -83,10 +83,6 @@ class ExitResults:
                 f"labels must have shape {tuple(self.prediction.shape)}, got {tuple(labels.shape)}"
             )
         return float((self.prediction == labels.to(self.prediction.device)).double().mean())
-
-
-def _take(out: ExitOutput, keep: Tensor) -> ExitOutput:
-    return ExitOutput(out.logits[keep], None if out.confidence is None else out.confidence[keep])
 
 
 def _check_policy(policy: object, caller: str, num_exits: int) -> None:
@@ -179,7 +175,7 @@ def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
                 parts.append((idx[leave], i, dec.prediction[leave], dec.confidence[leave]))
                 keep = ~leave
                 idx, h = idx[keep], h[keep]
-                history = [_take(o, keep) for o in history]
+                history = [take_rows(o, keep) for o in history]
 
     if len(parts) == 1 and parts[0][0] is None:  # the whole batch left at one exit
         _, i, pred, conf = parts[0]

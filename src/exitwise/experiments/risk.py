@@ -48,7 +48,7 @@ from exitwise.devices import module_device
 from exitwise.errors import InputError
 from exitwise.experiments.calibration import saved_calibration
 from exitwise.nets import MultiExitNet
-from exitwise.outputs import ExitOutput
+from exitwise.outputs import ExitOutput, take_rows
 from exitwise.policies import MaxProbability
 from exitwise.results import (
     EvidenceRow,
@@ -135,10 +135,7 @@ class _Split:
     labels: Tensor  # (N,)
 
     def take(self, idx: Tensor) -> _Split:
-        outs = [
-            ExitOutput(o.logits[idx], None if o.confidence is None else o.confidence[idx])
-            for o in self.outputs
-        ]
+        outs = [take_rows(o, idx) for o in self.outputs]
         return _Split(outs, self.scores[:, idx], self.preds[:, idx], self.labels[idx])
 
 

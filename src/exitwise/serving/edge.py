@@ -36,7 +36,7 @@ from torch import Tensor
 
 from exitwise.nets.modes import eval_mode
 from exitwise.nets.multi_exit import MultiExitNet
-from exitwise.outputs import ExitOutput, as_exit_output
+from exitwise.outputs import ExitOutput, as_exit_output, take_rows
 from exitwise.policies import ExitPolicy
 from exitwise.serving.protocol import HEADER_LENGTH, ProtocolError, decode_response, encode_request
 from exitwise.serving.server import cloud_model_name
@@ -247,12 +247,7 @@ class EdgeRuntime:
                     parts.append((idx[leave], i, dec.prediction[leave], dec.confidence[leave]))
                     keep = ~leave
                     idx, h = idx[keep], h[keep]
-                    history = [
-                        ExitOutput(
-                            o.logits[keep], None if o.confidence is None else o.confidence[keep]
-                        )
-                        for o in history
-                    ]
+                    history = [take_rows(o, keep) for o in history]
                     best_pred, best_conf, best_exit = (
                         best_pred[keep],
                         best_conf[keep],
