@@ -56,6 +56,10 @@ __all__ = [
     "CurvePoint",
     "RunCurves",
     "ComparisonResult",
+    "LinkInfo",
+    "OffloadConfig",
+    "OffloadRow",
+    "OffloadResult",
 ]
 
 R = TypeVar("R", bound="_Result")
@@ -651,3 +655,97 @@ class RiskResult(_Result):
     shift: list[ShiftRow] = field(default_factory=list)
     recalibrated: list[RiskFitResult] = field(default_factory=list)  # on half of test
     command: str | None = None
+
+
+# -------------------------------------------------------------------------------------- offload
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """The network an offloading study ran on: what was asked, and what was measured through
+    the whole path (tbf-shaped veth between two namespaces and the delaying relay, or the relay
+    alone on loopback)."""
+
+    mode: Literal["netns", "loopback"]
+    delay_by: Literal["relay", "netem"]
+    rate_mbit: float
+    rtt_ms: float
+    jitter_ms: float
+    measured_rtt_ms: float | None  # empty HTTP round trips, mean
+    measured_rtt_std_ms: float | None
+    measured_mbit: float | None  # iperf3 through the path
+    measured_mbit_std: float | None
+    rtt_samples: int
+    edge_cpus: list[int]
+    cloud_cpus: list[int]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class OffloadConfig:
+    """What an offloading study measured; a saved study resumes only under an equal config."""
+
+    run: str
+    dataset: str
+    input_shape: list[int]
+    num_exits: int
+    sigmas: list[float]
+    alphas: list[float]
+    edge_exits: list[int]  # k: active side exits on the edge (1..num_exits-1)
+    methods: list[str]  # rules at the edge: max_probability, committee
+    latency_images: int  # images sent one at a time through the link per row
+    test_images: int
+    features: Literal["FP32", "FP16"]
+    seed: int
+    temperatures: list[float]
+    exit_weights: list[float]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class OffloadRow:
+    """One point of seed 002's grid: a blur level, and a rule with its alpha and k (or the
+    cloud-only baseline, ``method="cloud_only"``, alpha and k None).
+
+    Accuracy, edge share, FLOPs and bytes are exact over the whole test set (computed from the
+    outputs of every exit); the latency is measured for real, one image per call through the
+    link, on ``latency_images`` of them (a seeded subset, the same for every row)."""
+
+    sigma: float
+    method: str
+    alpha: float | None
+    edge_exits: int | None
+    accuracy: float
+    edge_share: float
+    edge_flops: float  # mean per image, on the edge
+    cloud_flops: float  # mean per image, in the cloud
+    request_bytes: float  # request body per offloaded image (JSON header + raw tensor bytes)
+    json_bytes: float  # the same tensor as JSON lists (the seed's encoding)
+    wire_bytes: float  # request bytes per image, averaged over every image (0 when not sent)
+    latency_ms: float  # end to end, per image
+    latency_ci95_ms: float  # half-width of the 95% confidence interval of the mean
+    latency_std_ms: float
+    edge_ms: float  # of which edge compute (mean)
+    network_ms: float  # of which network + cloud (mean over all measured images)
+    latency_images: int
+    live_edge_share: float  # on the measured images
+    live_agreement: float  # live answers equal to the offline simulation
+    fallbacks: int
+
+
+@dataclass
+class OffloadResult(_Result):
+    """Seed 002's edge-cloud offloading study of a run (issue 12): ``offload/offload.json``."""
+
+    KIND: ClassVar[str] = "offload"
+    NOUN: ClassVar[str] = "an offloading study"
+    ROOT: ClassVar[str] = "offload"
+    REDO: ClassVar[str] = "exitwise offload RUN_DIR"
+
+    title: str
+    config: OffloadConfig
+    link: LinkInfo | None
+    rows: list[OffloadRow] = field(default_factory=list)
+    image_bytes: int = 0  # one raw uint8 image
+    command: str | None = None
+    device: str = ""
