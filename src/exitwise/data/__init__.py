@@ -1,8 +1,8 @@
 """Datasets held in memory as uint8 arrays, behind one registry and one loader.
 
 Registered: ``synthetic-signs`` (built in, offline), ``npz``, ``gtsrb``, ``mnist``, ``cifar10``,
-``svhn``, ``caltech256``, ``caltech101``. Load any of them with :func:`load_dataset`; batch them with
-:func:`iterate_batches`.
+``svhn``, ``caltech256``, ``caltech101``. Load any of them with :func:`load_dataset`; batch
+them with :func:`iterate_batches`.
 """
 
 # imported to register their datasets

@@ -16,6 +16,7 @@ import numpy as np
 from .base import DATASETS, DatasetSplits, make_splits
 from .files import default_root, load_npz, not_found, read_images, save_npz_atomic
 
+ENV = "EXITWISE_CALTECH101_DIR"
 SPLIT_FILES = ("train.txt", "test.txt")
 IMAGES = "101_ObjectCategories"
 HOW_TO_GET = (
@@ -63,7 +64,7 @@ def caltech101(
         crop: centre-crop to a square before resizing (keeps the aspect ratio); else squash.
         cache_dir: if given, the decoded arrays are saved there as .npz and reused.
     """
-    root = default_root(root, "EXITWISE_CALTECH101_DIR", Path("..") / "shared" / "data" / "caltech101")
+    root = default_root(root, ENV, Path("..") / "shared" / "data" / "caltech101")
     images = root / IMAGES
     if not images.is_dir() or not all((root / f).is_file() for f in SPLIT_FILES):
         raise not_found("caltech101", f"{IMAGES}/ and {list(SPLIT_FILES)}", root, HOW_TO_GET)
