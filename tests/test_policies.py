@@ -12,6 +12,7 @@ from exitwise.policies import (
     ExitPolicy,
     MaxProbability,
     MeanEnsemble,
+    Offloaded,
     Patience,
     PolicyContext,
     final_decision,
@@ -285,3 +286,29 @@ def test_registry_builds_every_rule_in_a_context():
         POLICIES.get("max_probability").thresholds_for(7)
         == POLICIES.get("max_probability").thresholds
     )
+
+
+def test_offloaded_edge_exits_then_the_final_exit():
+    """Exits 0..k decide with the inner rule; later side exits never let go (the cloud runs to
+    the final exit) and the final decision is the final exit's plain argmax."""
+    from exitwise.cost import CostAccount
+    from exitwise.routing import simulate
+
+    # 3 samples, 4 exits: sample 0 confident at exit 0, sample 1 only at exit 2, sample 2 never
+    o = outs(
+        [[5.0, 0.0], [0.0, 0.1], [0.1, 0.0]],
+        [[5.0, 0.0], [0.0, 0.2], [0.2, 0.0]],
+        [[5.0, 0.0], [0.0, 9.0], [0.0, 0.3]],
+        [[0.0, 1.0], [1.0, 0.0], [0.0, 2.0]],
+    )
+    costs = CostAccount((10, 20, 30, 40), (1, 2, 3, 4), (3, 8, 8))
+    inner = MaxProbability(0.9)
+    res = simulate(o, Offloaded(inner, 1), costs)
+    assert res.exit_idx.tolist() == [0, 3, 3]  # exit 2 is in the cloud: it never lets go
+    assert res.prediction.tolist() == [0, 0, 1]  # offloaded: the final exit's argmax
+    assert res.flops.tolist() == [11, 110, 110]
+    assert simulate(o, Offloaded(inner, 2), costs).exit_idx.tolist() == [0, 2, 3]
+    with pytest.raises(ValueError, match="side exit in 0..2 of a 4-exit model, got 3"):
+        Offloaded(inner, 3).check_exits(4)
+    with pytest.raises(ValueError, match=">= 0"):
+        Offloaded(inner, -1)

@@ -36,6 +36,7 @@ __all__ = [
     "MeanEnsemble",
     "Patience",
     "Capped",
+    "Offloaded",
     "final_decision",
     "PolicyContext",
     "PolicyFamily",
@@ -513,6 +514,51 @@ class Capped(ExitPolicy):
 
     def __repr__(self) -> str:
         return f"Capped({self.policy!r}, max_exit={self.max_exit})"
+
+
+class Offloaded(ExitPolicy):
+    """The rule of a model split after side exit ``k`` (seed 002): the edge's exits ``0..k``
+    decide with ``policy``; every sample still running after exit ``k`` is offloaded, and the
+    cloud answers at the final exit (its plain argmax, as ``exitwise serve`` does by default).
+
+    With :func:`~exitwise.routing.simulate` it gives, from outputs collected once, exactly what
+    :class:`~exitwise.serving.edge.EdgeRuntime` and the cloud answer together; the decision
+    FLOPs are the inner rule's at the edge's exits and none in the cloud.
+    """
+
+    def __init__(self, policy: ExitPolicy, k: int) -> None:
+        if k < 0:
+            raise ValueError(f"k must be a side exit >= 0, got {k}")
+        self.policy, self.k = policy, k
+
+    def decide(self, exit_idx: int, outputs: Sequence[ExitOutput]) -> ExitDecision:
+        if exit_idx <= self.k:
+            return self.policy.decide(exit_idx, outputs)
+        dec = final_decision(outputs[exit_idx])
+        return ExitDecision(torch.zeros_like(dec.exit_mask), dec.prediction, dec.confidence)
+
+    def final(self, outputs: Sequence[ExitOutput]) -> ExitDecision:
+        return final_decision(outputs[-1])
+
+    def temperature_at(self, exit_idx: int) -> float:
+        return self.policy.temperature_at(exit_idx) if exit_idx <= self.k else 1.0
+
+    def decision_flops(self, exit_idx: int, num_classes: int) -> int:
+        return self.policy.decision_flops(exit_idx, num_classes) if exit_idx <= self.k else 0
+
+    def check_exits(self, num_exits: int) -> None:
+        if self.k > num_exits - 2:
+            raise ValueError(
+                f"k must be a side exit in 0..{num_exits - 2} of a {num_exits}-exit model, "
+                f"got {self.k}"
+            )
+        self.policy.check_exits(num_exits)
+
+    def describe(self) -> str:
+        return f"{self.policy.describe()} on exits 0..{self.k}, then the cloud's final exit"
+
+    def __repr__(self) -> str:
+        return f"Offloaded({self.policy!r}, k={self.k})"
 
 
 # ------------------------------------------------------------------------------------- registry
