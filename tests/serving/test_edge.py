@@ -5,40 +5,21 @@ runtimes in threads lose and mix up nothing."""
 
 import socket
 import threading
-from collections.abc import Sequence
 
 import pytest
 import torch
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from exitwise.outputs import ExitDecision, ExitOutput
-from exitwise.policies import Committee, ExitPolicy, MaxProbability
+from exitwise.policies import Committee, MaxProbability, Offloaded
 from exitwise.routing import route
-from exitwise.serving.edge import CLOUD, EDGE, FALLBACK, EdgeRuntime
+from exitwise.serving.edge import CLOUD, EDGE, FALLBACK, CloudOnly, EdgeRuntime
 from exitwise.serving.server import ServerLimits, build_app
 from tests.conftest import build_small_net
 from tests.serving.test_server import LoopbackServer
 
 THRESHOLDS = (0.187, 0.206, 0.19)  # this untrained net's batches leave at several exits
 TOKEN = "edge-token"
-
-
-class _NoLeaveAfter(ExitPolicy):
-    """``policy`` at exits ``0..k``; no sample leaves at a later side exit (the cloud, serving
-    without a rule, runs every offloaded sample to the final exit)."""
-
-    def __init__(self, policy: ExitPolicy, k: int) -> None:
-        self.policy, self.k = policy, k
-
-    def decide(self, exit_idx: int, outputs: Sequence[ExitOutput]) -> ExitDecision:
-        dec = self.policy.decide(exit_idx, outputs)
-        if exit_idx > self.k:
-            return ExitDecision(torch.zeros_like(dec.exit_mask), dec.prediction, dec.confidence)
-        return dec
-
-    def final(self, outputs: Sequence[ExitOutput]) -> ExitDecision:
-        return self.policy.final(outputs)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +77,7 @@ def test_edge_then_cloud_equals_route(net, server, policy):
     for k in range(net.num_exits - 1):
         with _runtime(net, server.url, k, rule) as rt:
             got = rt.classify(images)
-        want = route(net, x, _NoLeaveAfter(rule, k))
+        want = route(net, x, Offloaded(rule, k))
         assert got.exit_idx.tolist() == want.exit_idx.tolist()
         assert torch.equal(got.prediction, want.prediction)
         assert torch.allclose(got.confidence, want.confidence.float(), atol=1e-6)
@@ -156,7 +137,7 @@ def test_nothing_offloaded_sends_nothing(net):
 
 def _check_fallback(net, got, images, rule, k):
     x = images.float() / 255
-    want = route(net, x, _NoLeaveAfter(rule, k))
+    want = route(net, x, Offloaded(rule, k))
     ref_pred, ref_exit = _fallback_reference(net, x, rule, k)
     assert len(got) == len(images)
     assert got.fallback_count == got.offloaded > 0
@@ -231,7 +212,7 @@ def test_a_wrong_token_is_not_retried(net, server):
 def test_eight_runtimes_in_threads_lose_and_mix_up_nothing(net, server):
     rule = MaxProbability(THRESHOLDS)
     batches = [_images(12, seed=100 + t) for t in range(8)]
-    wants = [route(net, b.float() / 255, _NoLeaveAfter(rule, t % 3)) for t, b in enumerate(batches)]
+    wants = [route(net, b.float() / 255, Offloaded(rule, t % 3)) for t, b in enumerate(batches)]
     results: dict[int, list] = {}
     errors: list[BaseException] = []
 
@@ -267,3 +248,24 @@ def test_bad_settings_are_refused(net):
         EdgeRuntime(net, 0, 0.5, "http://x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="read_timeout_s"):
         EdgeRuntime(net, 0, MaxProbability(0.5), "http://x", read_timeout_s=0)
+
+
+def test_cloud_only_sends_the_raw_image_and_gets_the_final_exit(net, server):
+    images = _images(5, seed=9)
+    with CloudOnly(net, server.url, token=TOKEN) as rt:
+        got = rt.classify(images)
+    with torch.no_grad():
+        want = net.forward_outputs(images.float() / 255)[-1].logits.argmax(1)
+    assert torch.equal(got.prediction, want)
+    assert got.where == (CLOUD,) * 5 and got.exit_idx.tolist() == [net.num_exits - 1] * 5
+    assert got.payload_bytes == got.header_bytes + images.numel()  # raw uint8 after the header
+    assert got.edge_ms == 0 and got.attempts == 1
+    with pytest.raises(TypeError, match="uint8 images"):
+        rt.classify(images.float())
+
+
+def test_cloud_only_without_a_cloud_answers_nothing_but_flags_it(net):
+    with CloudOnly(net, _free_port_url(), retries=1, backoff_s=0.001) as rt:
+        got = rt.classify(_images(3))
+    assert got.where == (FALLBACK,) * 3 and got.prediction.tolist() == [-1] * 3
+    assert "cannot connect" in (got.fallback_reason or "") and got.attempts == 2

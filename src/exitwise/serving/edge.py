@@ -39,9 +39,9 @@ from exitwise.nets.multi_exit import MultiExitNet
 from exitwise.outputs import ExitOutput, as_exit_output, take_rows
 from exitwise.policies import ExitPolicy
 from exitwise.serving.protocol import HEADER_LENGTH, ProtocolError, decode_response, encode_request
-from exitwise.serving.server import cloud_model_name
+from exitwise.serving.server import IMAGE_MODEL, cloud_model_name
 
-__all__ = ["EdgeRuntime", "EdgeResult", "EDGE", "CLOUD", "FALLBACK"]
+__all__ = ["EdgeRuntime", "CloudOnly", "EdgeResult", "EDGE", "CLOUD", "FALLBACK"]
 
 log = logging.getLogger(__name__)
 
@@ -163,28 +163,13 @@ class EdgeRuntime:
         model.split(k)  # refuses a k that is not a side exit, naming the range
         if features not in _FEATURE_DTYPES:
             raise ValueError(f"features must be one of {sorted(_FEATURE_DTYPES)}, got {features!r}")
-        for name, value in (
-            ("connect_timeout_s", connect_timeout_s),
-            ("read_timeout_s", read_timeout_s),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
         if retries < 0 or backoff_s < 0:
             raise ValueError(f"retries and backoff_s must be >= 0, got {retries} and {backoff_s}")
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        if token is not None and not token:
-            raise ValueError("token must be a non-empty string or None")
         self.model, self.k, self.policy = model, k, policy
         self.features = features
         self.retries, self.backoff_s = retries, backoff_s
         self.model_name = cloud_model_name(k)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
-        )
+        self.client = _http_client(base_url, token, connect_timeout_s, read_timeout_s)
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -361,6 +346,8 @@ class EdgeRuntime:
             out = decode_response(response.content, response.headers.get(HEADER_LENGTH))
         except ProtocolError as e:
             raise _CloudFailed(f"malformed response: {e.message}") from None
+        except (ValueError, TypeError, RuntimeError) as e:  # e.g. JSON "data" that is no tensor
+            raise _CloudFailed(f"malformed response: {type(e).__name__}: {e}") from None
         got: list[Tensor] = []
         for name, dtype in (
             ("prediction", torch.int64),
@@ -385,6 +372,28 @@ class EdgeRuntime:
         return pred, conf.float(), exit_idx
 
 
+def _http_client(
+    base_url: str, token: str | None, connect_timeout_s: float, read_timeout_s: float
+) -> httpx.Client:
+    """A keep-alive client for the cloud, checked: URL scheme, token, timeouts."""
+    for name, value in (
+        ("connect_timeout_s", connect_timeout_s),
+        ("read_timeout_s", read_timeout_s),
+    ):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    if not base_url.startswith(("http://", "https://")):
+        raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+    if token is not None and not token:
+        raise ValueError("token must be a non-empty string or None")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(
+        base_url=base_url.rstrip("/"),
+        headers=headers,
+        timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+    )
+
+
 def _error_text(response: httpx.Response) -> str:
     """The protocol's ``{"error": ...}`` message, else the start of the body."""
     try:
@@ -401,3 +410,75 @@ def run_batches(runtime: EdgeRuntime, images: Tensor, batch_size: int) -> Sequen
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return [runtime.classify(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+
+
+class CloudOnly(EdgeRuntime):
+    """Seed 002's baseline: the edge computes nothing and sends the raw uint8 image to the cloud
+    (``cloud_image``), which runs the whole network. Same client, timeouts and bounded retries
+    as :class:`EdgeRuntime`; every image is ``where="cloud"``. There is no edge exit to fall
+    back on: when the cloud fails, each image is answered ``prediction=-1`` (no answer),
+    confidence 0, ``exit_idx=-1``, flagged ``"fallback"`` with the reason; nothing raises.
+
+    Args:
+        model: the network (only its input shape and classes are read, to check the answers).
+        base_url, token, connect_timeout_s, read_timeout_s, retries, backoff_s: as for
+            :class:`EdgeRuntime`.
+    """
+
+    def __init__(
+        self,
+        model: MultiExitNet,
+        base_url: str,
+        token: str | None = None,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 10.0,
+        retries: int = 2,
+        backoff_s: float = 0.05,
+    ) -> None:
+        if retries < 0 or backoff_s < 0:
+            raise ValueError(f"retries and backoff_s must be >= 0, got {retries} and {backoff_s}")
+        self.model, self.k, self.features = model, -1, "UINT8"
+        self.retries, self.backoff_s = retries, backoff_s
+        self.model_name = IMAGE_MODEL
+        self.client = _http_client(base_url, token, connect_timeout_s, read_timeout_s)
+
+    def __repr__(self) -> str:
+        return f"CloudOnly(cloud={self.client.base_url})"
+
+    def classify(self, images: Tensor) -> EdgeResult:
+        """Send uint8 ``(N, C, H, W)`` images in one request; the cloud's answers in order."""
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise TypeError(
+                f"the cloud-only baseline sends uint8 images (N, C, H, W), got {images.dtype} "
+                f"{tuple(images.shape)}"
+            )
+        t0 = time.perf_counter()
+        n = images.shape[0]
+        body, headers = encode_request({"image": images.cpu().contiguous()})
+        encode_ms = (time.perf_counter() - t0) * 1e3
+        reason, where, network_ms, attempts = None, CLOUD, 0.0, 0
+        try:
+            response, attempts, network_ms = self._post(body, headers)
+            t2 = time.perf_counter()
+            pred, conf, exit_idx = self._read(response, n)
+            encode_ms += (time.perf_counter() - t2) * 1e3
+        except _CloudFailed as e:
+            reason, where = str(e), FALLBACK
+            log.warning("cloud %s failed, %d image(s) unanswered: %s", self.model_name, n, reason)
+            pred = torch.full((n,), -1, dtype=torch.int64)
+            conf, exit_idx = torch.zeros(n), torch.full((n,), -1, dtype=torch.int64)
+            attempts, network_ms = attempts or e.attempts, network_ms or e.network_ms
+        return EdgeResult(
+            prediction=pred,
+            confidence=conf,
+            exit_idx=exit_idx,
+            where=(where,) * n,
+            fallback_reason=reason,
+            edge_ms=0.0,
+            encode_ms=encode_ms,
+            network_ms=network_ms,
+            total_ms=(time.perf_counter() - t0) * 1e3,
+            payload_bytes=len(body),
+            header_bytes=int(headers[HEADER_LENGTH]),
+            attempts=attempts,
+        )
