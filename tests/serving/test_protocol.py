@@ -111,7 +111,25 @@ GOOD = torch.ones(1, 2, 3).numpy().tobytes()
         (None, {"inputs": [_entry(name="y")]}, GOOD, "unknown input 'y'"),
         (None, {"inputs": [_entry(), _entry()]}, GOOD + GOOD, "appears twice"),
         (None, {"inputs": []}, b"", "non-empty 'inputs'"),
-        (None, {"inputs": [_entry(data=[1, 2, 3, 4, 5, 6])]}, GOOD, "binary data"),
+        (None, {"inputs": [_entry(data=[1, 2, 3, 4, 5, 6])]}, GOOD, "both 'data' and binary"),
+        (None, {"inputs": [_entry(parameters=[])]}, GOOD, "parameters must be an object"),
+        (None, {"inputs": [_entry()], "parameters": {"binary_data_output": 1}}, GOOD, "true or"),
+        (None, {"inputs": [_entry()], "outputs": [{"name": "prediction"}] * 2}, GOOD, "twice"),
+        (
+            None,
+            {"inputs": [_entry()], "outputs": [{"name": "prediction", "parameters": 3}]},
+            GOOD,
+            "parameters must be an object",
+        ),
+        (
+            None,
+            {
+                "inputs": [_entry()],
+                "outputs": [{"name": "prediction", "parameters": {"classification": 3}}],
+            },
+            GOOD,
+            "classification extension is not supported",
+        ),
         (None, {"inputs": [_entry()], "outputs": [{"name": "z"}]}, GOOD, "unknown output"),
         (None, {"inputs": [_entry()], "id": 3}, GOOD, "id must be a string"),
     ],
@@ -141,10 +159,104 @@ def test_non_finite_floats_are_refused(bad):
         assert info.value.status == 400
 
 
-def test_a_json_only_request_is_refused():
-    body = json.dumps({"inputs": [_entry(data=[0.0] * 6)]}).encode()
-    with pytest.raises(ProtocolError, match="binary data"):
+def _json_entry(data, datatype="FP32", shape=(1, 2, 3)):
+    return {"name": "x", "shape": list(shape), "datatype": datatype, "data": data}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.uint8, torch.int64])
+def test_json_data_round_trip_is_exact(dtype):
+    """Tensors as JSON ``data`` lists (the protocol's plain form) decode to the same values as
+    their binary form; a JSON-only request gets JSON outputs unless it asks for binary."""
+    if dtype.is_floating_point:
+        x = _x(dtype)
+    else:
+        x = torch.tensor([0, 255, 7, 1, 2, 3] * 4).reshape(4, 2, 3).to(dtype)
+        if dtype == torch.int64:
+            x[0, 0, 0], x[0, 0, 1] = -(2**63), 2**63 - 1
+    name = {torch.float32: "FP32", torch.float16: "FP16", torch.uint8: "UINT8"}.get(dtype, "INT64")
+    spec = TensorSpec("x", name, (-1, 2, 3))
+    body, headers = encode_request({"x": x}, request_id="j", binary=False)
+    assert HEADER_LENGTH not in headers and json.loads(body)["inputs"][0]["data"]
+    req = decode_request(body, headers.get(HEADER_LENGTH), [spec], OUT)
+    got = req.inputs["x"]
+    assert got.dtype == dtype and got.shape == x.shape
+    assert got.reshape(-1).view(torch.uint8).tolist() == x.reshape(-1).view(torch.uint8).tolist()
+    assert req.id == "j" and req.outputs == {"prediction": False}
+    nested = json.dumps({"inputs": [_json_entry(x.tolist(), name, x.shape)]}).encode()
+    assert torch.equal(decode_request(nested, None, [spec]).inputs["x"], x)
+
+
+def test_binary_outputs_follow_the_request():
+    """binary_data_output sets the default, an output's binary_data overrides it, and without
+    either an output is binary exactly when some input came as binary data."""
+    outs = (TensorSpec("a", "INT64", (-1,)), TensorSpec("b", "FP32", (-1,)))
+    data = [0.5] * 6
+
+    def asked(header, binary_input=False):
+        if binary_input:
+            header["inputs"] = [_entry()]
+            body, n = _request(header, GOOD)
+            return decode_request(body, n, [SPEC], outs).outputs
+        header["inputs"] = [_json_entry(data)]
+        return decode_request(json.dumps(header).encode(), None, [SPEC], outs).outputs
+
+    assert asked({}) == {"a": False, "b": False}
+    assert asked({}, binary_input=True) == {"a": True, "b": True}
+    assert asked({"outputs": []}, binary_input=True) == {"a": True, "b": True}
+    assert asked({"parameters": {"binary_data_output": True}}) == {"a": True, "b": True}
+    assert asked({"parameters": {"binary_data_output": False}}, True) == {"a": False, "b": False}
+    mixed = {
+        "parameters": {"binary_data_output": True},
+        "outputs": [{"name": "b", "parameters": {"binary_data": False}}, {"name": "a"}],
+    }
+    assert asked(mixed) == {"b": False, "a": True}
+    assert list(asked(mixed)) == ["b", "a"]  # in the order asked
+    assert asked({"outputs": [{"name": "b", "parameters": {"binary_data": True}}]}) == {"b": True}
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        (_json_entry([0.0] * 5), "holds 5 values but shape"),
+        (_json_entry([[0.0] * 6]), "nested 'data' must follow shape"),
+        (_json_entry([[[0.0] * 3, [0.0] * 2]]), "expected lists of 3 at depth 2"),
+        (_json_entry([[[0.0] * 3, 0.0]]), "expected lists of 3 at depth 2, got float"),
+        (_json_entry([[[0.0] * 3, [0.0] * 3]], shape=(2, 2, 3)), "expected lists of 2 at depth 0"),
+        (_json_entry({"a": 1}), "'data' must be a list"),
+        (_json_entry("000000"), "'data' must be a list"),
+        (_json_entry([0.0] * 5 + ["1"]), "must hold numbers, got str"),
+        (_json_entry([0.0] * 5 + [True]), "must hold numbers, got bool"),
+        (_json_entry([0.0] * 5 + [None]), "must hold numbers, got NoneType"),
+        (_json_entry([0.0] * 5 + [float("nan")]), "NaN or Inf"),
+        (_json_entry([0.0] * 5 + [-float("inf")]), "NaN or Inf"),
+        (_json_entry([0.0] * 5 + [1e39]), "NaN or Inf values .or numbers beyond FP32's range"),
+        (_json_entry([0.0] * 5 + [70000.0], "FP16"), "beyond FP16's range"),
+        (_json_entry([0] * 5 + [10**400]), "integer too large for FP32"),
+        (_json_entry([0] * 5 + [256], "UINT8"), r"lie in \[0, 255\], got values from 0 to 256"),
+        (_json_entry([0] * 5 + [-1], "UINT8"), r"lie in \[0, 255\]"),
+        (_json_entry([0] * 5 + [2**63], "INT64"), "lie in"),
+        (_json_entry([0] * 5 + [1.0], "UINT8"), "must hold integers, got float"),
+        (_json_entry([0] * 5 + [False], "INT64"), "must hold integers, got bool"),
+    ],
+)
+def test_malformed_json_data_is_refused_with_400(entry, match):
+    specs = [SPEC, TensorSpec("x", "UINT8", (-1, 2, 3)), TensorSpec("x", "INT64", (-1, 2, 3))]
+    spec = {"UINT8": specs[1], "INT64": specs[2]}.get(entry["datatype"], SPEC)
+    body = json.dumps({"inputs": [entry]}).encode()
+    with pytest.raises(ProtocolError, match=match) as info:
+        decode_request(body, None, [spec])
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"inputs": [1' + b"0" * 5000 + b"]}", b"\xff\xfe{}"],
+)
+def test_pathological_json_is_a_400_not_a_crash(body):
+    """Too deep for the parser, more digits than Python converts, not UTF-8."""
+    with pytest.raises(ProtocolError, match="not a JSON header") as info:
         decode_request(body, None, [SPEC])
+    assert info.value.status == 400
 
 
 def test_missing_input_is_refused():

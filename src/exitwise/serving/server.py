@@ -5,32 +5,46 @@
 out) and ``cloud_image`` (a UINT8 image batch in, the whole model: the cloud-only baseline).
 Serve it with uvicorn (``exitwise serve RUN_DIR``) or any ASGI server.
 
+Inputs arrive as binary tensors (the protocol's binary extension, what our edge client sends) or
+as JSON ``"data"`` lists; outputs go back binary or as JSON as the request asks (see
+:mod:`exitwise.serving.protocol`). ``GET /openapi.json`` describes the endpoints, the inference
+request body as the protocol's JSON schema.
+
 Every refusal is a :class:`~exitwise.serving.protocol.ProtocolError` turned into the protocol's
 ``{"error": "..."}`` by one exception handler: 400 malformed, 401 missing or wrong bearer token,
 404 unknown model, 413 body too large, 503 too many requests in flight, 504 timed out. The model
 runs in eval mode under ``torch.no_grad()`` in a worker thread, so the event loop keeps answering
-health checks (and refusals) while it computes.
+health checks (and refusals) while it computes. Every request to a model goes through that
+model's :class:`~exitwise.serving.batching.Batcher`: with ``max_batch > 1`` concurrent requests
+share one model run (dynamic batching), with the default ``max_batch=1`` each runs alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from torch import Tensor
 
 from exitwise.nets import MultiExitNet
 from exitwise.policies import MaxProbability, final_decision
+from exitwise.serving.batching import Batcher
 from exitwise.serving.protocol import (
+    ERROR_SCHEMA,
     HEADER_LENGTH,
+    INFER_REQUEST_SCHEMA,
+    INFER_RESPONSE_SCHEMA,
     ModelMetadata,
     ProtocolError,
     TensorSpec,
@@ -66,12 +80,20 @@ class ServerLimits:
         max_in_flight: requests admitted at once; one more gets 503.
         token: if set, ``/v2/models/...`` needs ``Authorization: Bearer <token>`` (401 without);
             the health endpoints stay open.
+        max_batch: dynamic batching: concurrent requests to one model share one run of up to
+            this many samples (a larger request runs alone); 1 (the default) runs each request
+            alone. Batches fill only from requests in flight, so ``max_in_flight`` bounds them
+            too.
+        max_delay_ms: how long the first request of a batch waits for more (ignored when
+            ``max_batch`` is 1). The timeout counts this wait.
     """
 
     max_body_bytes: int = 64 * 2**20
     timeout_s: float = 30.0
     max_in_flight: int = 8
     token: str | None = None
+    max_batch: int = 1
+    max_delay_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -82,6 +104,17 @@ class ServerLimits:
             raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
         if self.token is not None and not self.token:
             raise ValueError("token must be a non-empty string or None")
+        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int):
+            raise ValueError(f"max_batch must be an integer >= 1, got {self.max_batch!r}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1 (1: no batching), got {self.max_batch}")
+        if not (math.isfinite(self.max_delay_ms) and self.max_delay_ms >= 0):
+            raise ValueError(f"max_delay_ms must be a finite number >= 0, got {self.max_delay_ms}")
+        if self.max_delay_ms >= 1000 * self.timeout_s:
+            raise ValueError(
+                f"max_delay_ms ({self.max_delay_ms:g}) must be shorter than the timeout "
+                f"({1000 * self.timeout_s:g} ms), or every batched request would time out"
+            )
 
 
 class _Slots:
@@ -194,7 +227,21 @@ def build_app(
     entries = _entries(model, policy)
     slots = _Slots(limits.max_in_flight)
     pool = ThreadPoolExecutor(max_workers=limits.max_in_flight, thread_name_prefix="exitwise-infer")
-    app = FastAPI(title="exitwise cloud", docs_url=None, redoc_url=None, openapi_url=None)
+    delay_s = limits.max_delay_ms / 1000 if limits.max_batch > 1 else 0.0
+    batchers = {
+        name: Batcher(entry.run, pool, limits.max_batch, delay_s) for name, entry in entries.items()
+    }
+    app = FastAPI(
+        title="exitwise cloud",
+        version="1",
+        summary="The cloud parts of an early-exit network over the Open Inference Protocol "
+        "(KServe v2) with the binary tensor data extension.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    #: Each model's batcher (``runs``, ``requests``, ``samples`` count what it did).
+    app.state.batchers = batchers
 
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         """The one place errors become the protocol's ``{"error": ...}``."""
@@ -207,7 +254,7 @@ def build_app(
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    for kind in (ProtocolError, StarletteHTTPException):
+    for kind in (ProtocolError, StarletteHTTPException, Exception):
         app.add_exception_handler(kind, on_error)
 
     def lookup(request: Request, name: str) -> _Entry:
@@ -220,8 +267,24 @@ def build_app(
                 raise ProtocolError(401, "missing or wrong bearer token (Authorization: Bearer T)")
         entry = entries.get(name)
         if entry is None:
-            raise ProtocolError(404, f"unknown model {name!r}; served: {sorted(entries)}")
+            raise ProtocolError(404, f"unknown model {name!r:.100}; served: {sorted(entries)}")
         return entry
+
+    # The OpenAPI document: the served names, the errors, the bearer token where there is one
+    # (the check itself is ``lookup``'s; the scheme only documents it).
+    def model_name() -> Any:
+        return Path(description="a served model", json_schema_extra={"enum": sorted(entries)})
+
+    guarded = [Depends(HTTPBearer(auto_error=False))] if limits.token is not None else []
+
+    def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+        return {
+            code: {
+                "description": _REASONS[code],
+                "content": {"application/json": {"schema": ERROR_SCHEMA}},
+            }
+            for code in codes
+        }
 
     @app.get("/v2/health/live")
     async def live() -> dict:
@@ -235,51 +298,96 @@ def build_app(
     async def server_metadata() -> dict:
         return {"name": "exitwise", "version": "1", "extensions": ["binary_tensor_data"]}
 
-    @app.get("/v2/models/{name}")
-    async def metadata(name: str, request: Request) -> dict:
+    @app.get("/v2/models/{name}", dependencies=guarded, responses=errors(401, 404))
+    async def metadata(request: Request, name: str = model_name()) -> dict:
         return lookup(request, name).metadata.to_json()
 
-    @app.get("/v2/models/{name}/ready")
-    async def model_ready(name: str, request: Request) -> dict:
+    @app.get("/v2/models/{name}/ready", dependencies=guarded, responses=errors(401, 404))
+    async def model_ready(request: Request, name: str = model_name()) -> dict:
         lookup(request, name)
         return {"name": name, "ready": True}
 
-    @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request) -> Response:
+    @app.post(
+        "/v2/models/{name}/infer",
+        dependencies=guarded,
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The outputs: JSON, or a JSON header then the binary tensors",
+                "content": {
+                    "application/json": {"schema": INFER_RESPONSE_SCHEMA},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+            **errors(400, 401, 404, 413, 503, 504),
+        },
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": HEADER_LENGTH,
+                    "in": "header",
+                    "required": False,
+                    "description": "the JSON header's length in bytes, when binary tensors "
+                    "follow it",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": INFER_REQUEST_SCHEMA},
+                    "application/octet-stream": {
+                        "schema": {"type": "string", "format": "binary"},
+                    },
+                },
+            },
+        },
+    )
+    async def infer(request: Request, name: str = model_name()) -> Response:
         entry = lookup(request, name)
         slots.take()
-        handed_over = False
         try:
             body = await _read_body(request, limits.max_body_bytes)
             meta = entry.metadata
             req = decode_request(
                 body, request.headers.get(HEADER_LENGTH), meta.inputs, meta.outputs
             )
-            x = req.inputs[meta.inputs[0].name]
-
-            def work() -> dict[str, Tensor]:
-                with torch.no_grad():
-                    return {k: v.cpu() for k, v in entry.run(x).items()}
-
-            job = pool.submit(work)
-            job.add_done_callback(slots.give)
-            handed_over = True
-            try:
-                result = await asyncio.wait_for(
-                    asyncio.shield(asyncio.wrap_future(job)), limits.timeout_s
-                )
-            except asyncio.TimeoutError:
-                raise ProtocolError(
-                    504, f"the model took longer than {limits.timeout_s:g} s"
-                ) from None
-        finally:
-            if not handed_over:
-                slots.give()
+        except BaseException:
+            slots.give()
+            raise
+        answer = batchers[name].submit(req.inputs[meta.inputs[0].name])
+        answer.add_done_callback(_released(slots))  # the slot is held until the run ends
+        try:
+            result = await asyncio.wait_for(asyncio.shield(answer), limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise ProtocolError(504, f"the model took longer than {limits.timeout_s:g} s") from None
         out = {k: result[k] for k in req.outputs}
         body, headers = encode_response(name, out, req.outputs, req.id)
         return Response(body, headers=headers, media_type=headers["Content-Type"])
 
     return app
+
+
+_REASONS = {
+    400: "Malformed, or does not fit the model's metadata",
+    401: "Missing or wrong bearer token",
+    404: "Unknown model",
+    413: "The body exceeds the size limit",
+    503: "Too many requests in flight; retry later",
+    504: "The model did not answer in time",
+}
+
+
+def _released(slots: _Slots) -> Callable[[asyncio.Future], None]:
+    """A done-callback that frees a slot and marks the answer's error as seen (the handler
+    re-raises it if it still waits; one that timed out does not)."""
+
+    def release(answer: asyncio.Future) -> None:
+        slots.give()
+        if not answer.cancelled():
+            answer.exception()
+
+    return release
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:
