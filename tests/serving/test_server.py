@@ -14,7 +14,12 @@ import uvicorn
 
 from exitwise.policies import MaxProbability, final_decision
 from exitwise.routing import simulate
-from exitwise.serving.protocol import HEADER_LENGTH, decode_response, encode_request
+from exitwise.serving.protocol import (
+    HEADER_LENGTH,
+    INFER_REQUEST_SCHEMA,
+    decode_response,
+    encode_request,
+)
 from exitwise.serving.server import IMAGE_MODEL, ServerLimits, build_app, cloud_model_name
 from tests.conftest import build_small_net
 
@@ -134,6 +139,71 @@ def test_cloud_only_image_model_equals_the_local_model(client, net):
     got = _decode(_infer(client, IMAGE_MODEL, {"image": images}))
     assert torch.equal(got["prediction"], whole.prediction)
     assert torch.equal(got["confidence"], whole.confidence)
+
+
+@torch.no_grad()
+def test_json_data_inputs_and_outputs(client, net):
+    """Tensors as JSON ``data`` lists give the binary answers; a JSON request gets JSON back,
+    and a binary one the mix of binary and JSON outputs it asks for."""
+    images = _images(3, seed=4)
+    want = _decode(_infer(client, IMAGE_MODEL, {"image": images}))
+    body, h = encode_request({"image": images}, binary=False)
+    r = client.post(f"/v2/models/{IMAGE_MODEL}/infer", content=body, headers=h)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert HEADER_LENGTH not in r.headers
+    answer = r.json()
+    assert [o["name"] for o in answer["outputs"]] == ["prediction", "confidence", "exit_idx"]
+    assert all("data" in o and "parameters" not in o for o in answer["outputs"])
+    got = decode_response(r.content, None)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+    h1 = net.split(1)[0](images.float() / 255)[1]
+    want = _decode(_infer(client, cloud_model_name(1), {"features": h1}))
+    nested = {"name": "features", "shape": list(h1.shape), "datatype": "FP32", "data": h1.tolist()}
+    r = client.post(f"/v2/models/{cloud_model_name(1)}/infer", json={"inputs": [nested]})
+    assert torch.equal(decode_response(r.content, None)["confidence"], want["confidence"])
+
+    body, h = encode_request({"features": h1})
+    head_len = int(h[HEADER_LENGTH])
+    header = json.loads(body[:head_len])
+    header["outputs"] = [
+        {"name": "confidence", "parameters": {"binary_data": False}},
+        {"name": "prediction"},
+    ]
+    r = _raw(client, cloud_model_name(1), header, body[head_len:])
+    assert r.status_code == 200, r.text
+    head = json.loads(r.content[: int(r.headers[HEADER_LENGTH])])
+    assert [("data" in o, "parameters" in o) for o in head["outputs"]] == [
+        (True, False),
+        (False, True),
+    ]
+    got = decode_response(r.content, r.headers[HEADER_LENGTH])
+    assert list(got) == ["confidence", "prediction"]
+    assert torch.equal(got["confidence"], want["confidence"])
+    assert torch.equal(got["prediction"], want["prediction"])
+
+
+def test_openapi_describes_the_protocol(server, net):
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    assert set(doc["paths"]) == {
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{name}",
+        "/v2/models/{name}/ready",
+        "/v2/models/{name}/infer",
+    }
+    infer = doc["paths"]["/v2/models/{name}/infer"]["post"]
+    body = infer["requestBody"]["content"]
+    assert body["application/json"]["schema"] == INFER_REQUEST_SCHEMA
+    assert "application/octet-stream" in body
+    name = next(p for p in infer["parameters"] if p["name"] == "name")
+    served = [cloud_model_name(k) for k in range(net.num_exits - 1)] + [IMAGE_MODEL]
+    assert sorted(name["schema"]["enum"]) == sorted(served)
+    assert {HEADER_LENGTH} <= {p["name"] for p in infer["parameters"]}
+    assert {"200", "400", "401", "404", "413", "503", "504"} <= set(infer["responses"])
+    assert infer["security"] == [{"HTTPBearer": []}]  # this server has a token
+    assert httpx.get(f"{server.url}/docs").status_code == 404  # no UI
 
 
 def _raw(client, model, header, data=b"", length=None, headers=None):
