@@ -487,6 +487,10 @@ def serve(
     max_in_flight: Annotated[
         int, typer.Option(help="requests computed at once; one more gets 503")
     ] = 8,
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="CPU threads of the model (default: PyTorch's, one per core)"),
+    ] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Serve the run's cloud parts over the Open Inference Protocol (KServe v2, binary tensors):
@@ -505,6 +509,12 @@ def serve(
     if max_in_flight < 1:
         raise InputError(f"--max-in-flight must be >= 1, got {max_in_flight}")
     dev = _device_option(device, "auto")
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
 
     import uvicorn
 
@@ -521,6 +531,23 @@ def serve(
     names = [cloud_model_name(k) for k in range(model.num_exits - 1)] + [IMAGE_MODEL]
     err.print(f"serving {', '.join(names)} on {dev} at http://{host}:{port}/v2")
     uvicorn.run(build_app(model, limits=limits), host=host, port=port, log_level="warning")
+
+
+def _edge_policy(model, data, run_dir: Path, method: str):
+    """``make(alpha)`` for the edge rule ``method`` in the run's context: its saved temperatures
+    and committee weights, else fitted on the validation split now."""
+    from exitwise.data import iterate_batches
+    from exitwise.experiments.calibration import run_policy_context
+    from exitwise.policies import POLICIES
+    from exitwise.routing import collect_outputs
+
+    def val_outputs():
+        return collect_outputs(model, iterate_batches(data.val, 256))[0], data.val.labels
+
+    ctx = run_policy_context(run_dir, model.num_exits, val_outputs)
+    if method == "committee" and ctx.exit_weights is not None and ctx.exit_weights[0] == 0:
+        raise InputError("exit 0 classifies no validation image right; the committee needs it")
+    return lambda alpha: POLICIES.get(method).make(alpha, ctx)
 
 
 @app.command()
@@ -574,7 +601,6 @@ def edge(
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     dev = _device_option(device, "cpu")
 
-    from exitwise.policies import Committee, ExitPolicy, MaxProbability
     from exitwise.serving.edge import EdgeRuntime, run_batches
     from exitwise.training.checkpoint import check_model_fits, load_model
 
@@ -586,24 +612,10 @@ def edge(
         )
     data = _load_data(cfg)
     check_model_fits(model, data, run_dir)
-    # the run's calibration (temperatures, committee weights) when `exitwise evaluate` fitted one
-    from exitwise.experiments.calibration import saved_calibration
-
-    cal = saved_calibration(run_dir, model.num_exits)
-    temps: float | tuple[float, ...] = tuple(cal.temperatures) if cal is not None else 1.0
-    policy: ExitPolicy = MaxProbability(threshold, temperature=temps)
-    if committee and cal is not None:
-        policy = Committee(threshold, tuple(cal.exit_weights), temperature=temps)
-    elif committee:
-        from exitwise.data import iterate_batches
-        from exitwise.outputs import exit_accuracies
-        from exitwise.routing import collect_outputs
-
-        outs, _ = collect_outputs(model, iterate_batches(data.val, batch_size))
-        weights = tuple(exit_accuracies(outs, data.val.labels))
-        if weights[0] == 0:
-            raise InputError("exit 0 classifies no validation image right; the committee needs it")
-        policy = Committee(threshold, weights)
+    # the run's calibration (temperatures, committee weights), else fitted on validation now
+    policy = _edge_policy(model, data, run_dir, "committee" if committee else "max_probability")(
+        threshold
+    )
     images, labels = data.test.images, data.test.labels
     if samples is not None:
         images, labels = images[:samples], labels[:samples]

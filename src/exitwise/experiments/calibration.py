@@ -8,7 +8,7 @@ validation split only, and the test split only measures.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -29,7 +29,13 @@ from exitwise.results import (
     ReliabilityBin,
 )
 
-__all__ = ["calibrate_exits", "policy_context", "saved_calibration", "BINS"]
+__all__ = [
+    "calibrate_exits",
+    "policy_context",
+    "saved_calibration",
+    "run_policy_context",
+    "BINS",
+]
 
 BINS = 15
 """Equal-width confidence bins of the ECE, as seed 002's code uses."""
@@ -99,3 +105,21 @@ def saved_calibration(run_dir: str | Path, num_exits: int) -> CalibrationSummary
         return None
     cal = EfficiencyResult.load(path).calibration
     return cal if cal is not None and len(cal.temperatures) == num_exits else None
+
+
+def run_policy_context(
+    run_dir: str | Path,
+    num_exits: int,
+    val_outputs: Callable[[], tuple[Sequence[ExitOutput], torch.Tensor]],
+) -> PolicyContext:
+    """The rules' context for a saved run: the temperatures and committee weights
+    ``exitwise evaluate`` stored with it, else fitted now on the validation split
+    (``val_outputs()`` gives its outputs and labels; called only then)."""
+    saved = saved_calibration(run_dir, num_exits)
+    if saved is not None:
+        return policy_context(saved)
+    outputs, labels = val_outputs()
+    return PolicyContext(
+        temperature=tuple(fit_temperatures(outputs, labels)),
+        exit_weights=tuple(exit_accuracies(outputs, labels)),
+    )
