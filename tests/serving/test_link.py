@@ -237,7 +237,7 @@ def test_relay_paces_the_rate():
 def test_relay_process_relays_and_prints_nothing(tmp_path):
     ready = tmp_path / "ready"
     with TcpServer(echo) as server:
-        argv = [sys.executable, "-P", link_module.__file__, "relay", "--listen", "127.0.0.1:0"]
+        argv = [sys.executable, "-I", link_module.__file__, "relay", "--listen", "127.0.0.1:0"]
         argv += ["--target", f"{server.address[0]}:{server.address[1]}", "--rtt-ms", "2"]
         argv += ["--jitter-ms", "0.5", "--seed", "3", "--ready-file", str(ready)]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

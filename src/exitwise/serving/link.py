@@ -903,6 +903,12 @@ class EmulatedLink:
                     _run(["ip", "link", "del", self.edge_dev], check=False)
             EmulatedLink._active.discard(getattr(self, "_active_key", ""))
         if self._tmp is not None:
+            for name in sorted(os.listdir(self._tmp)):
+                if name.endswith(".log"):
+                    with open(os.path.join(self._tmp, name)) as f:
+                        text = f.read().strip()
+                    if text:
+                        log.warning("%s said: %s", name[:-4], text.replace("\n", " | ")[:2000])
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
         self._entered = False
@@ -949,8 +955,10 @@ class EmulatedLink:
     def edge_side(self) -> Iterator[None]:
         """Run the calling thread in the edge's namespace (a no-op in loopback mode).
 
-        Sockets keep the namespace they were made in: an HTTP client whose connections are
-        opened inside the block can be used outside it, and the other way round.
+        Sockets keep the namespace they were made in, and an HTTP client opens (and reopens)
+        its connections when it sends: make every request inside the block, e.g. the whole
+        study loop, so that a reconnection does not happen in the wrong namespace. Other
+        threads are not moved.
         """
         self._check_entered("edge_side")
         if self.mode != "netns":
@@ -976,9 +984,9 @@ class EmulatedLink:
         assert self._tmp is not None
         ready = os.path.join(self._tmp, f"{name}.ready")
         errlog = open(os.path.join(self._tmp, f"{name}.log"), "w")  # noqa: SIM115
-        # By path, so that the package (whose __init__ loads torch) is not imported; -P keeps
-        # this file's folder off sys.path.
-        argv = [sys.executable, "-P", os.path.abspath(__file__), *args, "--ready-file", ready]
+        # By path, so that the package (whose __init__ loads torch) is not imported; -I keeps
+        # this file's folder (and the environment's PYTHON* settings) off sys.path.
+        argv = [sys.executable, "-I", os.path.abspath(__file__), *args, "--ready-file", ready]
         try:
             proc = self.cloud_popen(argv, stdout=subprocess.DEVNULL, stderr=errlog)
         finally:
@@ -1032,6 +1040,34 @@ class EmulatedLink:
         """:meth:`relay_endpoint` as the URL the edge should use, e.g. ``http://10.211.0.2:P``."""
         host, port = self.relay_endpoint(target_port, target_host, seed=seed)
         return f"http://{host}:{port}"
+
+    def cloud_free_port(self) -> int:
+        """A TCP port free on the cloud's 127.0.0.1 now (for a server about to start there)."""
+        self._check_entered("cloud_free_port")
+        with self.cloud_side():
+            return _free_port()
+
+    def wait_listening(
+        self, proc: subprocess.Popen[Any], port: int, timeout_s: float = 60.0
+    ) -> None:
+        """Wait until ``proc`` (started by :meth:`cloud_popen` or :meth:`edge_popen`) listens
+        on TCP ``port`` in its namespace; ``RuntimeError`` if it exits or the time runs out.
+
+        Looks at the process's own socket table, so nothing connects to the server.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not _listening(proc.pid, port):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"expected the process {proc.args!r} to listen on port {port}, "
+                    f"got its exit with status {proc.returncode}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"expected the process {proc.args!r} to listen on port {port} within "
+                    f"{timeout_s:g} s, got no listening socket"
+                )
+            time.sleep(0.02)
 
     def start_http_responder(self) -> int:
         """A minimal keep-alive HTTP server in the cloud's namespace on 127.0.0.1, answering
@@ -1212,18 +1248,17 @@ def _iperf3(link: EmulatedLink, seconds: float, omit: float) -> _Throughput:
     """iperf3 from the edge to the cloud, through a relay of its own."""
     if shutil.which("iperf3") is None:
         return _Throughput(note="iperf3 not found on PATH (Debian: apt-get install iperf3)")
-    port = 5201 if link.mode == "netns" else _free_port()
+    port = link.cloud_free_port()
     server = link.cloud_popen(
         ["iperf3", "-s", "-J", "-B", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while not _listening(server.pid, port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                return _Throughput(note=f"iperf3 server: expected it to listen on {port}, got not")
-            time.sleep(0.02)
+        try:
+            link.wait_listening(server, port, timeout_s=10)
+        except RuntimeError as e:
+            return _Throughput(note=f"iperf3 server: {e}")
         host, rport = link.relay_endpoint(port)
         argv = ["iperf3", "-c", host, "-p", str(rport), "-J", "-t", f"{seconds:g}"]
         argv += ["-O", f"{omit:g}", "--get-server-output"]
