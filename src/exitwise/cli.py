@@ -473,6 +473,117 @@ def compare(
             err.print(f"wrote {path}")
 
 
+def _numbers(text: str, flag: str, kind: type = float) -> tuple:
+    """``"0,0.5,1"`` as numbers, or a one-line error naming the flag."""
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(
+            f"{flag} must be comma-separated {kind.__name__}s such as 0.8,0.9, got {text!r}"
+        ) from None
+    if not values:
+        raise InputError(f"{flag} must name at least one value, got {text!r}")
+    return values
+
+
+@app.command()
+def offload(
+    run_dir: Annotated[Path, typer.Argument(help="a directory written by `exitwise run`/`train`")],
+    link: Annotated[
+        str,
+        typer.Option(
+            help="netns: two network namespaces joined by a veth pair shaped by tc tbf, the "
+            "delay by a relay (or netem); loopback: the relay alone on 127.0.0.1; auto: netns "
+            "when permitted"
+        ),
+    ] = "auto",
+    samples: Annotated[
+        int, typer.Option(help="images timed one at a time through the link per row")
+    ] = 100,
+    sigmas: Annotated[
+        str, typer.Option(help="Gaussian blur levels (pixels), seed 002's by default")
+    ] = "0,0.1,0.2,0.5,0.8,0.9,1,1.2,1.5,1.8",
+    alphas: Annotated[str, typer.Option(help="confidence thresholds at the edge")] = "0.8,0.9",
+    k: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="active side exits on the edge, e.g. 1,2,3 (default: every one)"),
+    ] = None,
+    methods: Annotated[
+        str, typer.Option(help="edge rules: max_probability and/or committee")
+    ] = "max_probability,committee",
+    rate_mbit: Annotated[float, typer.Option(help="link rate (seed 002: 93.9)")] = 93.9,
+    rtt_ms: Annotated[float, typer.Option(help="round-trip time (seed 002: 11.91)")] = 11.91,
+    jitter_ms: Annotated[float, typer.Option(help="std of the RTT (seed 002: 0.66)")] = 0.66,
+    fp16: Annotated[bool, typer.Option(help="send FP16 features instead of FP32")] = False,
+    iperf_seconds: Annotated[
+        float, typer.Option(help="iperf3 duration for the throughput (0: skip)")
+    ] = 5.0,
+    seed: Annotated[int, typer.Option(help="seeds the timed subset and the jitter")] = 0,
+) -> None:
+    """Seed 002's edge-cloud offloading study: blur levels x alpha x k, max-probability and the
+    committee at the edge against the cloud-only baseline, over an emulated link (seed 002's:
+    93.9 Mbit/s, RTT 11.91 +- 0.66 ms) measured first with iperf3 and empty HTTP round trips.
+    The cloud is a real `exitwise serve` on its own core. Accuracy, edge share, FLOPs and bytes
+    are exact over the test split; latency is timed per image with a 95% CI. Resumable. Writes
+    RUN_DIR/offload/ (offload.json, link.json, CSV, PNG, offload.html) and prints the tables."""
+    from exitwise.experiments.offload import OffloadSettings, total_rows
+    from exitwise.serving.link import LinkSpec, LinkUnavailable
+
+    if link not in ("netns", "loopback", "auto"):
+        raise InputError(f"--link must be netns, loopback or auto, got {link!r}")
+    try:
+        spec = LinkSpec(rate_mbit=rate_mbit, rtt_ms=rtt_ms, jitter_ms=jitter_ms)
+    except ValueError as e:
+        raise InputError(f"link: {e}") from None
+    settings = OffloadSettings(
+        sigmas=_numbers(sigmas, "--sigmas"),
+        alphas=_numbers(alphas, "--alphas"),
+        edge_exits=None if k is None else _numbers(k, "--k", int),
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        latency_images=samples,
+        features="FP16" if fp16 else "FP32",
+        seed=seed,
+    )
+    if iperf_seconds < 0:
+        raise InputError(f"--iperf-seconds must be >= 0, got {iperf_seconds}")
+
+    from exitwise.experiments.calibration import run_policy_context
+    from exitwise.experiments.offload import offload_config, run_offload
+    from exitwise.report import offload_markdown, write_offload_report
+    from exitwise.routing import collect_outputs
+    from exitwise.training import load_model
+    from exitwise.training.checkpoint import check_model_fits
+
+    cfg = _setup(None, None, run_dir)
+    model = load_model(run_dir, device="cpu").model
+    data = _load_data(cfg)
+    check_model_fits(model, data, run_dir)
+    settings.check(model.num_exits)
+
+    def val_outputs():
+        from exitwise.data import iterate_batches
+
+        return collect_outputs(model, iterate_batches(data.val, 256))[0], data.val.labels
+
+    ctx = run_policy_context(run_dir, model.num_exits, val_outputs)
+    name = cfg.model.preset or model.config["backbone"]
+    config = offload_config(model, str(run_dir), data.name, len(data.test), settings, ctx)
+    with _progress() as progress:
+        task = progress.add_task("offloading", total=total_rows(config), info="")
+        try:
+            result = run_offload(
+                run_dir, model, data.test.images, data.test.labels, ctx, settings,
+                dataset=data.name, title=f"Edge-cloud offloading of {name} on {data.name}",
+                mode=link, spec=spec, command=_command(), iperf_seconds=iperf_seconds,
+                progress=lambda label: progress.update(task, advance=1, info=label),
+            )  # fmt: skip
+        except LinkUnavailable as e:
+            raise InputError(f"{e} (--link loopback runs without namespaces)") from None
+    files = write_offload_report(result, run_dir / "offload")
+    print(offload_markdown(result))
+    console.print(f"\n[bold green]offload report:[/bold green] {files[-1].resolve()}")
+
+
 @app.command()
 def serve(
     run_dir: Annotated[Path, typer.Argument(help="a directory written by `exitwise train`")],

@@ -29,18 +29,24 @@ configuration measures only the missing rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import statistics
-from collections.abc import Callable, Sequence
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from exitwise.atomic import write_json
 from exitwise.cost import CostAccount
 from exitwise.data import ArrayDataset, iterate_batches
+from exitwise.devices import describe_device
 from exitwise.errors import InputError
 from exitwise.experiments.robustness import model_fingerprint
 from exitwise.nets import MultiExitNet
@@ -49,7 +55,8 @@ from exitwise.policies import POLICIES, ExitPolicy, Offloaded, PolicyContext
 from exitwise.results import LinkInfo, OffloadConfig, OffloadResult, OffloadRow, ResultError
 from exitwise.robustness.corruptions import LEVEL_GRIDS, corrupt
 from exitwise.routing import collect_outputs, simulate
-from exitwise.serving.edge import EdgeResult
+from exitwise.serving.edge import CloudOnly, EdgeResult, EdgeRuntime
+from exitwise.serving.link import EmulatedLink, LinkMeasurement, LinkSpec, measure_link, pin
 from exitwise.serving.protocol import encode_request
 
 __all__ = [
@@ -66,6 +73,8 @@ __all__ = [
     "offload_config",
     "total_rows",
     "resumable",
+    "link_info",
+    "run_offload",
 ]
 
 #: The rules the edge may use (seed 002's EE-DNN and committee of side exits).
@@ -453,4 +462,151 @@ def offload_study(
             label = method if alpha is None else f"{method} α={alpha:g} k={k}"
             say(f"σ={sigma:g} {label}")
     save()
+    return result
+
+
+# ------------------------------------------------------------------------- the study of a run
+
+
+def link_info(m: LinkMeasurement) -> LinkInfo:
+    """What the study records of the link it ran on (the full measurement: ``link.json``)."""
+    notes = [f"RTT by {m.rtt_method}"]
+    if m.raw_rtt_ms_mean is not None:
+        notes.append(f"raw path ({m.raw_rtt_method}) {m.raw_rtt_ms_mean:.2f} ms")
+    if m.throughput_note:
+        notes.append(m.throughput_note)
+    return LinkInfo(
+        mode=m.mode,  # type: ignore[arg-type]
+        delay_by=m.delay_by,  # type: ignore[arg-type]
+        rate_mbit=m.spec.rate_mbit,
+        rtt_ms=m.spec.rtt_ms,
+        jitter_ms=m.spec.jitter_ms,
+        measured_rtt_ms=m.rtt_ms_mean,
+        measured_rtt_std_ms=m.rtt_ms_std,
+        measured_mbit=m.throughput_mbit_mean,
+        measured_mbit_std=m.throughput_mbit_std,
+        rtt_samples=m.rtt_n,
+        edge_cpus=list(m.edge_cpus),
+        cloud_cpus=list(m.cloud_cpus),
+        note="; ".join(notes),
+    )
+
+
+@contextlib.contextmanager
+def _edge_process(cpus: set[int]) -> Iterator[None]:
+    """This process on the edge's cores with one compute thread; restored afterwards."""
+    affinity, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    pin(cpus)
+    torch.set_num_threads(len(cpus))
+    try:
+        yield
+    finally:
+        pin(affinity)
+        torch.set_num_threads(threads)
+
+
+def _log_tail(path: Path) -> str:
+    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-3:]) or "no output"
+
+
+def run_offload(
+    run_dir: str | Path,
+    model: MultiExitNet,
+    images: Tensor,
+    labels: Tensor,
+    ctx: PolicyContext,
+    settings: OffloadSettings,
+    *,
+    dataset: str,
+    title: str,
+    mode: str = "netns",
+    spec: LinkSpec | None = None,
+    command: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    rtt_samples: int = 50,
+    iperf_seconds: float = 5.0,
+    server_timeout_s: float = 120.0,
+) -> OffloadResult:
+    """The offloading study of a saved run over an emulated link, saved (and resumed) as
+    ``run_dir/offload/offload.json``, with the link's measurement as ``link.json``.
+
+    The cloud is a real ``exitwise serve RUN_DIR`` (final exit, one thread) in the cloud's
+    namespace on the cloud's core, behind the delaying relay; this process is the edge, in the
+    edge's namespace on the edge's core with one compute thread while it measures.
+
+    Args:
+        run_dir: the trained run (``exitwise run`` / ``train``).
+        model: its network, on the CPU.
+        images, labels: the uint8 test split.
+        ctx: the run's temperatures and committee weights (see
+            :func:`~exitwise.experiments.calibration.run_policy_context`).
+        settings: the grid.
+        dataset, title, command: recorded with the result.
+        mode: ``netns`` (two namespaces and a veth pair shaped by ``tc tbf``), ``loopback``
+            (the relay alone on 127.0.0.1, pacing the rate itself) or ``auto``.
+        spec: the link (default: seed 002's, 93.9 Mbit/s, RTT 11.91 ± 0.66 ms).
+        progress: called with a short label after every row.
+        rtt_samples: empty HTTP round trips measured through the link.
+        iperf_seconds: iperf3's duration (0: no throughput measurement).
+        server_timeout_s: how long the cloud may take to start.
+    """
+    run_dir = Path(run_dir)
+    out = run_dir / "offload"
+    out.mkdir(parents=True, exist_ok=True)
+    config = offload_config(model, str(run_dir), dataset, len(labels), settings, ctx)
+    with EmulatedLink(spec, mode, seed=settings.seed) as link:
+        port = link.cloud_free_port()
+        server_log = out / "server.log"
+        with open(server_log, "w") as log_file:
+            server = link.cloud_popen(
+                [
+                    sys.executable, "-m", "exitwise.cli", "serve", str(run_dir),
+                    "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+                    "--threads", str(len(link.cloud_cpus)),
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            link.wait_listening(server, port, server_timeout_s)
+        except RuntimeError as e:
+            raise InputError(
+                f"the cloud server did not start: {e}: {_log_tail(server_log)}"
+            ) from None
+        url = link.start_relay(port)
+        measured = measure_link(
+            link, n_rtt=rtt_samples, iperf_seconds=iperf_seconds, url=url + "/v2/health/live"
+        )
+        write_json(out / "link.json", measured.to_json())
+        clients: list[EdgeRuntime] = []
+
+        def classifier(method: str, alpha: float | None, k: int | None) -> Classifier:
+            for old in clients:
+                old.close()
+            clients.clear()
+            rt: EdgeRuntime
+            if method == CLOUD_ONLY:
+                rt = CloudOnly(model, url)
+            else:
+                assert alpha is not None and k is not None
+                rule = edge_policy(method, alpha, ctx)
+                rt = EdgeRuntime(model, k - 1, rule, url, features=settings.features)
+            clients.append(rt)
+            return rt.classify
+
+        try:
+            with link.edge_side(), _edge_process(link.edge_cpus):
+                result = offload_study(
+                    model, images, labels, config, ctx, classifier, title,
+                    link=link_info(measured), state_path=out / "offload.json",
+                    progress=progress, warmup=settings.warmup,
+                )  # fmt: skip
+        finally:
+            for c in clients:
+                c.close()
+            server.terminate()
+            server.wait(10)
+    result.command = command
+    result.device = describe_device(torch.device("cpu"))
+    result.save(out / "offload.json")
     return result

@@ -30,10 +30,13 @@ from exitwise.report.markdown import (
     risk_markdown,
     robustness_markdown,
 )
+from exitwise.report.offload import offload_markdown, write_offload_report
 from exitwise.report.risk import write_risk_report
 from exitwise.report.robustness import write_robustness_report
 
 __all__ = [
+    "offload_markdown",
+    "write_offload_report",
     "calibration_markdown",
     "comparison_figure",
     "comparison_markdown",

@@ -674,7 +674,9 @@ def cleanup_stale(prefix: str = NS_PREFIX) -> list[str]:
 
 def _cpu_list(cpus: Iterable[int]) -> set[int]:
     chosen = {int(c) for c in cpus}
-    allowed = os.sched_getaffinity(0)
+    # the machine's cores (not this thread's current mask, so that a pinned thread can be
+    # given its former mask back)
+    allowed = set(range(os.cpu_count() or 1))
     if not chosen or not chosen <= allowed:
         raise ValueError(f"cpus: expected a non-empty subset of {sorted(allowed)}, got {chosen}")
     return chosen
