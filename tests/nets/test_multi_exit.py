@@ -16,6 +16,9 @@ def test_edge_then_cloud_equals_the_whole_model(small_net, batch, device):
             for a, b in zip(edge_outs + cloud_outs, whole, strict=True):
                 assert a.logits.device.type == device.type
                 assert torch.equal(a.logits, b.logits)
+            # the cloud's final exit alone (its side heads skipped) is the same final exit
+            assert torch.equal(cloud.final_output(h).logits, whole[-1].logits)
+        assert torch.equal(net.final_output(x).logits, whole[-1].logits)
 
 
 def test_edge_then_cloud_equals_whole_for_mobilenet():

@@ -51,6 +51,13 @@ def run_stages(
     return outs, h
 
 
+def run_final(stages: Iterable[nn.Module], head: nn.Module, h: Tensor) -> ExitOutput:
+    """Run ``stages`` in order, then ``head`` alone (no exit between them)."""
+    for stage in stages:
+        h = stage(h)
+    return as_exit_output(head(h))
+
+
 def _tracing() -> bool:
     """True under ``torch.jit.trace`` or ``torch.compile``, where no cost is measured."""
     return bool(torch.jit.is_tracing() or torch.compiler.is_compiling())
@@ -194,6 +201,12 @@ class MultiExitNet(nn.Module):
         self.validate_input(x)
         return run_stages(self.stages, self.exits, x)[0]
 
+    def final_output(self, x: Tensor) -> ExitOutput:
+        """The final exit's output alone: the backbone as a conventional network (no side exit
+        head is evaluated), e.g. the cloud-only baseline of seed 002."""
+        self.validate_input(x)
+        return run_final(self.stages, self.exits[-1], x)
+
     @property
     def costs(self) -> CostAccount:
         """The measured per-sample FLOPs of every stage and exit head at ``input_shape``, the
@@ -258,6 +271,10 @@ class CloudPart(nn.Module):
 
     def forward(self, h: Tensor) -> list[ExitOutput]:
         return run_stages(self.stages, self.exits, h)[0]
+
+    def final_output(self, h: Tensor) -> ExitOutput:
+        """The final exit's output alone (the cloud's side exits are not evaluated)."""
+        return run_final(self.stages, self.exits[-1], h)
 
 
 def _as_shape(shape: Sequence[int], expected: Shape3) -> Shape3:
