@@ -258,7 +258,9 @@ def _exact(
         decide = sum(policy.decision_flops(i, classes) for i in range(policy.k + 1))
         handed_over = costs.path_flops[policy.k] + decide
         edge = torch.where(at_edge, res.flops.double(), torch.full((n,), float(handed_over)))
-        cloud = res.flops.double() - edge
+        # the cloud runs its stages and the final exit alone (no side head: it has no rule)
+        cost = sum(costs.stage_flops[policy.k + 1 :]) + costs.exit_flops[-1]
+        cloud = torch.where(at_edge, 0.0, float(cost)).double()
         flops = {"edge_flops": float(edge.mean()), "cloud_flops": float(cloud.mean())}
     exact = {
         "accuracy": float((pred == labels).double().mean()),
