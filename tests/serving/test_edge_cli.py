@@ -1,37 +1,20 @@
 """`exitwise edge`: options are refused before anything loads; on a small saved run it classifies
 the test split against a real cloud, and falls back when none listens."""
 
-import json
 import socket
 
 import pytest
 from typer.testing import CliRunner
 
 from exitwise.cli import app
-from exitwise.config import load_config
-from exitwise.experiments.pipeline import build_model, load_data
 from exitwise.serving.server import build_app
-from exitwise.training.checkpoint import load_model, save_model
+from exitwise.training.checkpoint import load_model
 from tests.serving.test_server import LoopbackServer
-
-SMALL = [
-    "data.options.train_per_class=2",
-    "data.options.test_per_class=1",
-    "data.val_fraction=0.5",
-    "model.preset=null",
-    "model.options.backbone=resnet20",
-    "model.options.exits_after=[layer1.1,layer2.1]",
-    "threads=2",
-]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("edge_run")
-    cfg = load_config(None, [*SMALL, f"output_dir={d}"])
-    save_model(d, build_model(cfg, load_data(cfg)))
-    (d / "run_config.json").write_text(json.dumps(cfg.to_dict()))
-    return d
+def run_dir(small_run):
+    return small_run
 
 
 def _edge(*args):

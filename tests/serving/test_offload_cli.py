@@ -8,21 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from exitwise.cli import app
-from exitwise.config import load_config
-from exitwise.experiments.pipeline import build_model, load_data
 from exitwise.results import OffloadResult
 from exitwise.serving.link import netns_available
-from exitwise.training.checkpoint import save_model
-from tests.serving.test_edge_cli import SMALL
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("offload_run")
-    cfg = load_config(None, [*SMALL, f"output_dir={d}"])
-    save_model(d, build_model(cfg, load_data(cfg)))
-    (d / "run_config.json").write_text(json.dumps(cfg.to_dict()))
-    return d
 
 
 def _offload(*args):
@@ -45,7 +32,8 @@ def test_bad_options_are_refused_before_loading(tmp_path, args, message):
     assert message in " ".join(result.output.split()), result.output
 
 
-def test_study_over_the_link_then_resumed(run_dir):
+def test_study_over_the_link_then_resumed(small_run):
+    run_dir = small_run
     args = [
         run_dir, "--link", "auto", "--sigmas", "0,1", "--alphas", "0.1", "--k", "1",
         "--methods", "max_probability", "--samples", "3", "--iperf-seconds", "0",
