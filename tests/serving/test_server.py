@@ -27,11 +27,18 @@ TOKEN = "s3cret"
 MAX_BODY = 200_000
 
 
+def tcp_socket() -> socket.socket:
+    """A TCP socket that asyncio gives TCP_NODELAY: it sets it only on sockets whose proto is
+    IPPROTO_TCP, and ``socket.socket()`` has proto 0. Without it uvicorn's separate writes of a
+    response's head and body meet Nagle and delayed ACKs: 40 ms per request on loopback."""
+    return socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+
+
 class LoopbackServer:
     """A uvicorn server on a free loopback port, in a background thread."""
 
     def __init__(self, app) -> None:
-        self.sock = socket.socket()
+        self.sock = tcp_socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(app, log_level="warning", lifespan="off")
