@@ -15,6 +15,7 @@ import os
 # Before torch loads: busy-waiting OpenMP threads make small ops far slower on few cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import math  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -602,6 +603,16 @@ def serve(
         Optional[int],  # noqa: UP045
         typer.Option(help="CPU threads of the model (default: PyTorch's, one per core)"),
     ] = None,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            help="dynamic batching: concurrent requests to a model share one run of up to this "
+            "many samples (1: off)"
+        ),
+    ] = 1,
+    max_delay_ms: Annotated[
+        float, typer.Option(help="dynamic batching: how long a batch waits for more requests")
+    ] = 2.0,
     device: DeviceOpt = None,
 ) -> None:
     """Serve the run's cloud parts over the Open Inference Protocol (KServe v2, binary tensors):
@@ -620,6 +631,12 @@ def serve(
     if max_in_flight < 1:
         raise InputError(f"--max-in-flight must be >= 1, got {max_in_flight}")
     dev = _device_option(device, "auto")
+    if max_batch < 1:
+        raise InputError(f"--max-batch must be >= 1 (1: no batching), got {max_batch}")
+    if not (math.isfinite(max_delay_ms) and 0 <= max_delay_ms < 1000 * timeout_s):
+        raise InputError(
+            f"--max-delay-ms must be >= 0 and shorter than --timeout-s, got {max_delay_ms}"
+        )
     if threads is not None:
         if threads < 1:
             raise InputError(f"--threads must be >= 1, got {threads}")
@@ -638,6 +655,8 @@ def serve(
         timeout_s=timeout_s,
         max_in_flight=max_in_flight,
         token=token,
+        max_batch=max_batch,
+        max_delay_ms=max_delay_ms if max_batch > 1 else 0.0,
     )
     names = [cloud_model_name(k) for k in range(model.num_exits - 1)] + [IMAGE_MODEL]
     err.print(f"serving {', '.join(names)} on {dev} at http://{host}:{port}/v2")

@@ -28,6 +28,9 @@ def run_dir(tmp_path_factory):
         (["--token", " "], "--token must not be empty"),
         (["--host", ""], "--host must be an address"),
         (["--device", "tpu"], "--device: unknown device"),
+        (["--max-batch", "0"], "--max-batch must be >= 1"),
+        (["--max-batch", "4", "--max-delay-ms", "-1"], "--max-delay-ms must be >= 0"),
+        (["--threads", "0"], "--threads must be >= 1"),
     ],
 )
 def test_bad_options_are_refused_before_loading(tmp_path, args, message, monkeypatch):
