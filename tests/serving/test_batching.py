@@ -86,6 +86,32 @@ def test_max_batch_one_runs_every_request_alone_at_once():
     assert results[2]["first"].tolist() == [200, 201, 202]
 
 
+@pytest.mark.parametrize(("max_runs", "batches"), [(1, [1, 5]), (2, [1, 1, 4])])
+def test_requests_pile_up_while_the_model_runs(max_runs, batches):
+    """Without a delay a lone request runs at once; those that arrive while ``max_runs`` runs
+    are in progress gather into the next batch."""
+    gate = threading.Event()
+    model = FakeModel()
+
+    def slow(x):
+        gate.wait(10)
+        return model(x)
+
+    async def main():
+        with ThreadPoolExecutor(2) as pool:
+            batcher = Batcher(slow, pool, max_batch=8, max_delay_s=0.0, max_runs=max_runs)
+            futures = [batcher.submit(torch.zeros(1, 3))]
+            await asyncio.sleep(0.05)
+            futures += [batcher.submit(torch.full((1, 3), float(i))) for i in range(1, 6)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            return await asyncio.gather(*futures)
+
+    results = asyncio.run(main())
+    assert sorted(model.batches) == sorted(batches)
+    assert [r["first"].tolist() for r in results] == [[float(i)] for i in range(6)]
+
+
 def test_a_failed_run_fails_every_request_of_its_batch():
     _, results = _gather([1, 1, 1], max_batch=3, max_delay_s=0.05, model=FakeModel(fail=True))
     assert all(isinstance(r, RuntimeError) and "boom" in str(r) for r in results)
@@ -104,6 +130,8 @@ def test_bad_settings_are_refused():
         ServerLimits(max_batch=4, max_delay_ms=2000, timeout_s=1)
     with pytest.raises(ValueError, match="max_batch"):
         Batcher(FakeModel(), ThreadPoolExecutor(1), max_batch=0)
+    with pytest.raises(ValueError, match="max_runs"):
+        Batcher(FakeModel(), ThreadPoolExecutor(1), max_runs=0)
 
 
 # ------------------------------------------------------------------------- a real server on HTTP

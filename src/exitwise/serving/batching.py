@@ -1,23 +1,29 @@
 """Dynamic batching: concurrent requests to one model gathered into one model run.
 
-A :class:`Batcher` queues the requests that arrive on the event loop, and hands a batch to the
-worker pool when the queued samples reach ``max_batch`` or ``max_delay_s`` after the first of
-them was queued, whichever comes first. The batch is the requests' tensors concatenated along
-dim 0; the outputs are split back by rows, so every request gets exactly its own. A request
-larger than ``max_batch`` runs alone, never split. With ``max_batch=1`` every request runs alone
-at once: the server's unbatched mode is this same path.
+A :class:`Batcher` queues the requests that arrive on the event loop, first in first out. The
+batch at the head of the queue (the first requests whose samples fit in ``max_batch``) is ready
+when it is full, when the next request would not fit, or ``max_delay_s`` after its first request
+arrived; a ready batch goes to the worker pool as soon as fewer than ``max_runs`` of this model's
+runs are in progress. So while the model computes, requests pile up into the next batch, as in
+Triton's dynamic batcher with one model instance (``max_batch_size``,
+``max_queue_delay_microseconds``). The batch is the requests' tensors concatenated along dim 0;
+the outputs are split back by rows, so every request gets exactly its own. A request larger than
+``max_batch`` runs alone, never split. With ``max_batch=1`` every request is a full batch, ready
+at once: the server's unbatched mode is this same path, with ``max_runs`` requests computed at
+once.
 
-Triton's dynamic batcher (``max_batch_size``, ``max_queue_delay_microseconds``) works the same
-way; as there, samples of a batch can differ from a lone run in the last bits of a float, since
-a convolution may pick another algorithm for another batch size.
+Samples of a batch can differ from a lone run in the last bits of a float, since a convolution
+may pick another algorithm for another batch size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from functools import reduce
 
 import torch
@@ -38,7 +44,8 @@ class Batcher:
             under ``torch.no_grad()``.
         pool: the worker threads.
         max_batch: samples in one run at most (a larger request runs alone); 1 turns batching off.
-        max_delay_s: how long the first queued request waits for others.
+        max_delay_s: how long the first request of a batch waits for more.
+        max_runs: runs of this model in progress at once.
 
     Attributes:
         runs: model runs so far.
@@ -52,16 +59,19 @@ class Batcher:
         pool: Executor,
         max_batch: int = 1,
         max_delay_s: float = 0.0,
+        max_runs: int = 1,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if not max_delay_s >= 0:
             raise ValueError(f"max_delay_s must be >= 0, got {max_delay_s}")
+        if max_runs < 1:
+            raise ValueError(f"max_runs must be >= 1, got {max_runs}")
         self.run, self.pool = run, pool
-        self.max_batch, self.max_delay_s = max_batch, max_delay_s
+        self.max_batch, self.max_delay_s, self.max_runs = max_batch, max_delay_s, max_runs
         self.runs = self.requests = self.samples = 0
-        self._pending: list[tuple[Tensor, asyncio.Future[Outputs]]] = []
-        self._rows = 0
+        self._queue: deque[_Queued] = deque()
+        self._running = 0
         self._timer: asyncio.TimerHandle | None = None
 
     def submit(self, x: Tensor) -> asyncio.Future[Outputs]:
@@ -71,35 +81,48 @@ class Batcher:
         a caller that stops waiting leaves the run to finish.
         """
         loop = asyncio.get_running_loop()
-        if self._pending and self._rows + len(x) > self.max_batch:
-            self._flush()  # x would overflow the queued batch: send that one first
         future: asyncio.Future[Outputs] = loop.create_future()
-        self._pending.append((x, future))
-        self._rows += len(x)
-        if self._rows >= self.max_batch:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.max_delay_s, self._flush)
+        self._queue.append(_Queued(x, future, loop.time()))
+        self._dispatch()
         return future
 
-    def _flush(self) -> None:
-        """Hand the queued requests to the pool as one batch."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        items, self._pending, self._rows = self._pending, [], 0
-        if not items:
-            return
+    def _head(self) -> tuple[int, bool]:
+        """How many queued requests the head batch takes, and whether it is ready."""
+        rows = count = 0
+        for q in self._queue:
+            if count and rows + len(q.x) > self.max_batch:
+                return count, True  # the next request does not fit: as full as it gets
+            rows += len(q.x)
+            count += 1
+        waited = asyncio.get_running_loop().time() - self._queue[0].arrived
+        # (a timer may fire a clock tick early)
+        return count, rows >= self.max_batch or waited >= self.max_delay_s - 1e-6
+
+    def _dispatch(self) -> None:
+        """Send every ready batch to the pool that a free run allows; time the next one."""
         loop = asyncio.get_running_loop()
-        job = self.pool.submit(self._run_batch, [x for x, _ in items])
+        while self._queue and self._running < self.max_runs:
+            count, ready = self._head()
+            if not ready:
+                if self._timer is None:
+                    due = self._queue[0].arrived + self.max_delay_s
+                    self._timer = loop.call_at(due, self._on_timer)
+                return
+            items = [self._queue.popleft() for _ in range(count)]
+            self._running += 1
+            job = self.pool.submit(self._run_batch, [q.x for q in items])
 
-        def done(job: Future[Outputs]) -> None:  # in the worker thread
-            try:
-                loop.call_soon_threadsafe(self._deliver, job, items)
-            except RuntimeError:  # the loop has closed: nobody waits for these answers
-                pass
+            def done(job: Future[Outputs], items: list[_Queued] = items) -> None:  # worker thread
+                try:
+                    loop.call_soon_threadsafe(self._deliver, job, items)
+                except RuntimeError:  # the loop has closed: nobody waits for these answers
+                    pass
 
-        job.add_done_callback(done)
+            job.add_done_callback(done)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
 
     def _run_batch(self, xs: list[Tensor]) -> Outputs:
         """The model over the requests' rows, in a worker thread."""
@@ -113,23 +136,32 @@ class Batcher:
         logger.debug("ran %d request(s), %d sample(s), in one batch", len(xs), len(x))
         return out
 
-    def _deliver(
-        self, job: Future[Outputs], items: list[tuple[Tensor, asyncio.Future[Outputs]]]
-    ) -> None:
+    def _deliver(self, job: Future[Outputs], items: list[_Queued]) -> None:
         """Split the batch's outputs back to its requests, on the event loop's thread."""
-        futures = [f for _, f in items]
-        error = RuntimeError("the model run was cancelled") if job.cancelled() else job.exception()
-        if error is not None:
-            for f in futures:
-                if not f.done():
-                    f.set_exception(error)
-            return
-        sizes = [len(x) for x, _ in items]
-        out = job.result()
-        parts = {name: t.split(sizes) for name, t in out.items()}
-        self.runs += 1
-        self.requests += len(items)
-        self.samples += sum(sizes)
-        for i, f in enumerate(futures):
-            if not f.done():
-                f.set_result({name: p[i] for name, p in parts.items()})
+        self._running -= 1
+        try:
+            error = (
+                RuntimeError("the model run was cancelled") if job.cancelled() else job.exception()
+            )
+            if error is not None:
+                for q in items:
+                    if not q.future.done():
+                        q.future.set_exception(error)
+                return
+            sizes = [len(q.x) for q in items]
+            parts = {name: t.split(sizes) for name, t in job.result().items()}
+            self.runs += 1
+            self.requests += len(items)
+            self.samples += sum(sizes)
+            for i, q in enumerate(items):
+                if not q.future.done():
+                    q.future.set_result({name: p[i] for name, p in parts.items()})
+        finally:
+            self._dispatch()
+
+
+@dataclass
+class _Queued:
+    x: Tensor
+    future: asyncio.Future[Outputs]
+    arrived: float

@@ -81,9 +81,10 @@ class ServerLimits:
         token: if set, ``/v2/models/...`` needs ``Authorization: Bearer <token>`` (401 without);
             the health endpoints stay open.
         max_batch: dynamic batching: concurrent requests to one model share one run of up to
-            this many samples (a larger request runs alone); 1 (the default) runs each request
-            alone. Batches fill only from requests in flight, so ``max_in_flight`` bounds them
-            too.
+            this many samples (a larger request runs alone), one run of each model at a time,
+            while the next batch gathers. 1 (the default) runs each request alone, up to
+            ``max_in_flight`` at once. Batches fill only from requests in flight, so
+            ``max_in_flight`` bounds them too.
         max_delay_ms: how long the first request of a batch waits for more (ignored when
             ``max_batch`` is 1). The timeout counts this wait.
     """
@@ -227,9 +228,12 @@ def build_app(
     entries = _entries(model, policy)
     slots = _Slots(limits.max_in_flight)
     pool = ThreadPoolExecutor(max_workers=limits.max_in_flight, thread_name_prefix="exitwise-infer")
-    delay_s = limits.max_delay_ms / 1000 if limits.max_batch > 1 else 0.0
+    batched = limits.max_batch > 1
+    delay_s = limits.max_delay_ms / 1000 if batched else 0.0
+    runs = 1 if batched else limits.max_in_flight  # runs of one model at once
     batchers = {
-        name: Batcher(entry.run, pool, limits.max_batch, delay_s) for name, entry in entries.items()
+        name: Batcher(entry.run, pool, limits.max_batch, delay_s, runs)
+        for name, entry in entries.items()
     }
     app = FastAPI(
         title="exitwise cloud",
