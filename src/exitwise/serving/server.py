@@ -214,7 +214,10 @@ def build_app(
         policy: the exit rule over the cloud's exits (``None``: every sample leaves at the final
             exit; a :class:`~exitwise.policies.MaxProbability`: the first cloud exit whose
             max-probability reaches its threshold). ``cloud_image`` uses it over all exits.
-        limits: body size, timeout, in-flight bound and bearer token.
+        limits: body size, timeout, in-flight bound, bearer token and dynamic batching.
+
+    The app's ``state.batchers`` holds each model's :class:`~exitwise.serving.batching.Batcher`
+    (its ``runs``, ``requests`` and ``samples`` count what it did).
     """
     if policy is not None:
         if not isinstance(policy, MaxProbability):
