@@ -238,7 +238,7 @@ def test_relay_process_relays_and_prints_nothing(tmp_path):
     ready = tmp_path / "ready"
     with TcpServer(echo) as server:
         argv = [sys.executable, "-I", link_module.__file__, "relay", "--listen", "127.0.0.1:0"]
-        argv += ["--target", f"{server.address[0]}:{server.address[1]}", "--rtt-ms", "2"]
+        argv += ["--target", f"{server.address[0]}:{server.address[1]}", "--rtt-ms", "4"]
         argv += ["--jitter-ms", "0.5", "--seed", "3", "--ready-file", str(ready)]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -248,7 +248,8 @@ def test_relay_process_relays_and_prints_nothing(tmp_path):
                 time.sleep(0.01)
             host, port = ready.read_text().split()
             _, times = round_trips((host, int(port)), 5)
-            assert min(times) >= 1.0
+            # 4 ms +- 0.5: the relay may aim up to 1 ms early per direction for its wake-ups
+            assert min(times) >= 1.5
         finally:
             proc.terminate()
             out, err = proc.communicate(timeout=10)

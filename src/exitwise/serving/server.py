@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from torch import Tensor
 
 from exitwise.nets import MultiExitNet
+from exitwise.outputs import ExitOutput
 from exitwise.policies import MaxProbability, final_decision
 from exitwise.serving.batching import Batcher
 from exitwise.serving.protocol import (
@@ -144,17 +145,19 @@ class _Entry:
     run: Callable[[Tensor], dict[str, Tensor]]
 
 
-def _decide(outputs, first_exit: int, policy: MaxProbability | None) -> dict[str, Tensor]:
-    """Prediction, confidence and exit of every sample, given the outputs of exits
-    ``first_exit..`` (the last being the final exit)."""
-    if policy is None:
-        dec = final_decision(outputs[-1])
-        exit_idx = torch.full_like(dec.prediction, first_exit + len(outputs) - 1)
-        return {
-            "prediction": dec.prediction,
-            "confidence": dec.confidence.float(),
-            "exit_idx": exit_idx,
-        }
+def _final(output: ExitOutput, exit_idx: int) -> dict[str, Tensor]:
+    """Every sample leaves at the final exit ``exit_idx`` (its plain argmax)."""
+    dec = final_decision(output)
+    return {
+        "prediction": dec.prediction,
+        "confidence": dec.confidence.float(),
+        "exit_idx": torch.full_like(dec.prediction, exit_idx),
+    }
+
+
+def _decide(outputs, first_exit: int, policy: MaxProbability) -> dict[str, Tensor]:
+    """Prediction, confidence and exit of every sample under ``policy``, given the outputs of
+    exits ``first_exit..`` (the last being the final exit)."""
     # MaxProbability reads only the exit it decides at, so the edge's exits need not be here:
     # pad the history to global exit indices with the first cloud output (never read).
     history = [outputs[0]] * first_exit + list(outputs)
@@ -174,6 +177,7 @@ def _entries(model: MultiExitNet, policy: MaxProbability | None) -> dict[str, _E
     p = next(model.parameters())
     c, h, w = model.input_shape
     entries: dict[str, _Entry] = {}
+    last = model.num_exits - 1
     with torch.no_grad():
         probe = torch.zeros((1, c, h, w), dtype=p.dtype, device=p.device)
     for k in range(model.num_exits - 1):
@@ -183,6 +187,8 @@ def _entries(model: MultiExitNet, policy: MaxProbability | None) -> dict[str, _E
 
         def run_cloud(t: Tensor, cloud=cloud, k=k) -> dict[str, Tensor]:
             x = t.to(device=p.device, dtype=torch.float32).to(p.dtype)
+            if policy is None:  # no rule: the final exit alone, no side head evaluated
+                return _final(cloud.final_output(x), last)
             return _decide(cloud(x), k + 1, policy)
 
         spec = TensorSpec("features", "FP32", (-1, *feat_shape), accepts=("FP16",))
@@ -192,6 +198,8 @@ def _entries(model: MultiExitNet, policy: MaxProbability | None) -> dict[str, _E
 
     def run_image(t: Tensor) -> dict[str, Tensor]:
         x = t.to(device=p.device).to(p.dtype) / 255
+        if policy is None:  # the conventional network: the backbone and its classifier
+            return _final(model.final_output(x), last)
         return _decide(model.forward_outputs(x), 0, policy)
 
     spec = TensorSpec("image", "UINT8", (-1, c, h, w))
