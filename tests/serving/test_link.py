@@ -4,6 +4,7 @@ target, pacing), the spec, and the namespaces (built, crossed, entered, torn dow
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -348,8 +349,11 @@ def test_netns_link_is_built_crossed_entered_and_torn_down():
         m = measure_link(link, n_rtt=8, iperf_seconds=1, iperf_omit_s=0, raw_n=5)
         assert (m.mode, m.delay_by) == ("netns", link.delay_by)
         assert m.rtt_ms_mean >= spec.rtt_ms - 1.5
-        if m.throughput_mbit_mean is not None:
+        if shutil.which("iperf3"):  # installed by the README's test command (Debian's)
+            assert m.throughput_mbit_mean is not None, m.throughput_note
             assert 0.5 * spec.rate_mbit < m.throughput_mbit_mean < 1.2 * spec.rate_mbit
+        else:
+            assert m.throughput_mbit_mean is None and "iperf3" in m.throughput_note
     assert not {edge, cloud} & netns_names()
 
 
