@@ -8,6 +8,7 @@ import pytest
 
 from exitwise.report import (
     write_comparison,
+    write_offload_report,
     write_report,
     write_risk_report,
     write_robustness_report,
@@ -16,6 +17,7 @@ from tests.report.factories import (
     calibrated_efficiency_result,
     comparison_result,
     efficiency_result,
+    offload_result,
     risk_result,
     robustness_result,
 )
@@ -24,7 +26,8 @@ from tests.report.factories import (
 @pytest.fixture(scope="session")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``{"report": .../report.html, "calibrated": .../report.html (with a calibration and the
-    rules of issue 11), "robustness": ..., "comparison": ..., "risk": .../risk.html}``."""
+    rules of issue 11), "robustness": ..., "comparison": ..., "risk": .../risk.html, "offload":
+    .../offload.html}``."""
     out = tmp_path_factory.mktemp("pages")
     return {
         "report": write_report(efficiency_result(), out / "efficiency"),
@@ -32,4 +35,5 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "comparison": write_comparison(comparison_result(), out / "comparison")[-1],
         "calibrated": write_report(calibrated_efficiency_result(), out / "calibrated"),
         "risk": write_risk_report(risk_result(), out / "risk"),
+        "offload": write_offload_report(offload_result(), out / "offload")[-1],
     }

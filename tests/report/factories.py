@@ -27,7 +27,11 @@ from exitwise.results import (
     EvidenceRow,
     ExitCalibration,
     ExitResult,
+    LinkInfo,
     ModelInfo,
+    OffloadConfig,
+    OffloadResult,
+    OffloadRow,
     OperatingPoint,
     OracleResult,
     PolicyResult,
@@ -492,3 +496,97 @@ def risk_result(title: str = "BranchyResNet18 on synthetic-signs: risk control")
         recalibrated=[_fit(m, k, r, -0.05, on_test) for m, k, r in combos],
         command="exitwise risk runs/r18 --epsilon 0.05",
     )
+
+
+# ------------------------------------------------------------------------- offloading (issue 12)
+
+SIGMAS = [0.0, 0.1, 0.2, 0.5, 0.8, 0.9, 1.0, 1.2, 1.5, 1.8]
+ALPHAS = [0.8, 0.9]
+KS = [1, 2, 3]
+METHODS = ["max_probability", "committee"]
+BACKBONE_FLOPS = 120e6  # MobileNetV2 at 80 px, roughly
+EDGE_PATH_FLOPS = {1: 32e6, 2: 64e6, 3: 96e6}  # stages and exits up to exit k
+TENSOR_BYTES = {1: 24 * 20 * 20 * 4, 2: 32 * 10 * 10 * 4, 3: 96 * 5 * 5 * 4}  # FP32 features
+HEADER_BYTES = 200  # the protocol's JSON header
+IMAGE_BYTES = 3 * 80 * 80
+TITLE = "<script>alert(1)</script> Offloading, mobilenet_v2_3exits"
+PNG = b"\x89PNG\r\n\x1a\n"
+BEST = "EE-DNN (max probability), α = 0.9, k = 3"  # fastest within half a point at sigma 0
+
+
+def _cloud_accuracy(sigma: float) -> float:
+    return 0.80 - 0.10 * sigma
+
+
+def _row(
+    sigma: float,
+    method: str,
+    alpha: float | None,
+    k: int | None,
+    *,
+    drop: float,
+    edge_base_ms: float,
+    share_scale: float,
+) -> OffloadRow:
+    """One point: the edge share falls with the blur, the accuracy follows cloud only's
+    (``drop`` below it at alpha 0.9, more at 0.8, the committee slightly better)."""
+    if method == "cloud_only" or alpha is None or k is None:
+        request = HEADER_BYTES + IMAGE_BYTES
+        latency = 30.0 + 0.5 * sigma
+        return OffloadRow(
+            sigma=sigma, method="cloud_only", alpha=None, edge_exits=None,
+            accuracy=_cloud_accuracy(sigma), edge_share=0.0, edge_flops=0.0,
+            cloud_flops=BACKBONE_FLOPS, request_bytes=request, json_bytes=3.6 * IMAGE_BYTES,
+            wire_bytes=request, latency_ms=latency, latency_ci95_ms=0.45, latency_std_ms=2.3,
+            edge_ms=0.8, network_ms=latency - 0.8, latency_images=100, live_edge_share=0.0,
+            live_agreement=1.0, fallbacks=0,
+        )  # fmt: skip
+    committee = method == "committee"
+    share = share_scale * {1: 0.35, 2: 0.55, 3: 0.7}[k] * (1.0 - 0.35 * sigma)
+    share *= (1.1 if alpha == 0.8 else 0.9) * (0.85 if committee else 1.0)
+    accuracy = _cloud_accuracy(sigma) + (drop if alpha == 0.9 else 3 * drop) + 0.002 * committee
+    edge_flops = EDGE_PATH_FLOPS[k] + (2e6 if committee else 0.0)
+    cloud_flops = (1.0 - share) * (BACKBONE_FLOPS - EDGE_PATH_FLOPS[k])
+    request = HEADER_BYTES + TENSOR_BYTES[k]
+    edge_ms = edge_base_ms + 1.5 * k + 0.3 * committee
+    network_ms = (1.0 - share) * 17.0  # a smaller tensor than the image, less cloud compute
+    return OffloadRow(
+        sigma=sigma, method=method, alpha=alpha, edge_exits=k, accuracy=accuracy,
+        edge_share=share, edge_flops=edge_flops, cloud_flops=cloud_flops, request_bytes=request,
+        json_bytes=3.1 * TENSOR_BYTES[k], wire_bytes=(1.0 - share) * request,
+        latency_ms=edge_ms + network_ms, latency_ci95_ms=0.3 + 0.1 * k, latency_std_ms=1.5,
+        edge_ms=edge_ms, network_ms=network_ms, latency_images=100, live_edge_share=share,
+        live_agreement=1.0 if k < 3 else 0.99, fallbacks=1 if (k, sigma) == (3, 1.8) else 0,
+    )  # fmt: skip
+
+
+def offload_result(
+    *,
+    drop: float = -0.003,
+    edge_base_ms: float = 2.0,
+    share_scale: float = 1.0,
+    methods: tuple[str, ...] = tuple(METHODS),
+    cloud: bool = True,
+    title: str = TITLE,
+) -> OffloadResult:
+    """Seed 002's grid: 10 sigmas x 2 alphas x 3 k x the rules, and cloud only per sigma."""
+    grid = dict(drop=drop, edge_base_ms=edge_base_ms, share_scale=share_scale)
+    rows = [_row(s, "cloud_only", None, None, **grid) for s in SIGMAS] if cloud else []
+    rows += [_row(s, m, a, k, **grid) for m in methods for a in ALPHAS for k in KS for s in SIGMAS]
+    config = OffloadConfig(
+        run="runs/caltech101_mnv2", dataset="caltech101 (test, 2,000 images)",
+        input_shape=[3, 80, 80], num_exits=4, sigmas=SIGMAS, alphas=ALPHAS, edge_exits=KS,
+        methods=list(methods), latency_images=100, test_images=2000, features="FP32", seed=0,
+        temperatures=[1.42, 1.31, 1.18, 1.05], exit_weights=[0.55, 0.68, 0.77, 0.81],
+        fingerprint="0123abcd",
+    )  # fmt: skip
+    link = LinkInfo(
+        mode="netns", delay_by="relay", rate_mbit=93.9, rtt_ms=11.91, jitter_ms=0.66,
+        measured_rtt_ms=11.93, measured_rtt_std_ms=0.71, measured_mbit=91.2,
+        measured_mbit_std=3.4, rtt_samples=200, edge_cpus=[0], cloud_cpus=[1],
+        note="tbf on both ends of the veth <pair>",
+    )  # fmt: skip
+    return OffloadResult(
+        title=title, config=config, link=link, rows=rows, image_bytes=IMAGE_BYTES,
+        command="exitwise offload runs/caltech101_mnv2", device="cpu",
+    )  # fmt: skip

@@ -38,7 +38,9 @@ def browser():  # noqa: ANN201
         browser.close()
 
 
-@pytest.mark.parametrize("page", ["report", "calibrated", "robustness", "comparison", "risk"])
+@pytest.mark.parametrize(
+    "page", ["report", "calibrated", "robustness", "comparison", "risk", "offload"]
+)
 def test_page_loads_and_shows_every_figure(browser, pages: dict[str, Path], page: str) -> None:  # noqa: ANN001
     tab = browser.new_page(viewport={"width": 1200, "height": 900})
     errors: list[str] = []
