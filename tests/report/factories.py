@@ -504,7 +504,7 @@ SIGMAS = [0.0, 0.1, 0.2, 0.5, 0.8, 0.9, 1.0, 1.2, 1.5, 1.8]
 ALPHAS = [0.8, 0.9]
 KS = [1, 2, 3]
 METHODS = ["max_probability", "committee"]
-BACKBONE_FLOPS = 120e6  # MobileNetV2 at 80 px, roughly
+MNV2_FLOPS = 120e6  # MobileNetV2 at 80 px, roughly
 EDGE_PATH_FLOPS = {1: 32e6, 2: 64e6, 3: 96e6}  # stages and exits up to exit k
 TENSOR_BYTES = {1: 24 * 20 * 20 * 4, 2: 32 * 10 * 10 * 4, 3: 96 * 5 * 5 * 4}  # FP32 features
 HEADER_BYTES = 200  # the protocol's JSON header
@@ -536,7 +536,7 @@ def _row(
         return OffloadRow(
             sigma=sigma, method="cloud_only", alpha=None, edge_exits=None,
             accuracy=_cloud_accuracy(sigma), edge_share=0.0, edge_flops=0.0,
-            cloud_flops=BACKBONE_FLOPS, request_bytes=request, json_bytes=3.6 * IMAGE_BYTES,
+            cloud_flops=MNV2_FLOPS, request_bytes=request, json_bytes=3.6 * IMAGE_BYTES,
             wire_bytes=request, latency_ms=latency, latency_ci95_ms=0.45, latency_std_ms=2.3,
             edge_ms=0.8, network_ms=latency - 0.8, latency_images=100, live_edge_share=0.0,
             live_agreement=1.0, fallbacks=0,
@@ -546,7 +546,7 @@ def _row(
     share *= (1.1 if alpha == 0.8 else 0.9) * (0.85 if committee else 1.0)
     accuracy = _cloud_accuracy(sigma) + (drop if alpha == 0.9 else 3 * drop) + 0.002 * committee
     edge_flops = EDGE_PATH_FLOPS[k] + (2e6 if committee else 0.0)
-    cloud_flops = (1.0 - share) * (BACKBONE_FLOPS - EDGE_PATH_FLOPS[k])
+    cloud_flops = (1.0 - share) * (MNV2_FLOPS - EDGE_PATH_FLOPS[k])
     request = HEADER_BYTES + TENSOR_BYTES[k]
     edge_ms = edge_base_ms + 1.5 * k + 0.3 * committee
     network_ms = (1.0 - share) * 17.0  # a smaller tensor than the image, less cloud compute
