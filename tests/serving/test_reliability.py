@@ -34,6 +34,7 @@ from exitwise.serving.protocol import HEADER_LENGTH
 from exitwise.serving.server import ServerLimits, build_app
 from exitwise.training.checkpoint import load_model, save_model
 from tests.conftest import build_small_net
+from tests.serving.test_edge import _fallback_reference
 from tests.serving.test_server import LoopbackServer
 
 THRESHOLDS = (0.187, 0.206, 0.19)  # this untrained net's batches leave at several exits
@@ -54,18 +55,6 @@ def _edge_rule(k, thresholds=THRESHOLDS):
     """``thresholds`` at exits ``0..k``; no sample leaves at a later side exit, as with a
     cloud serving without a rule (it answers every offloaded sample at the final exit)."""
     return MaxProbability(tuple(thresholds[: k + 1]) + (NEVER,) * (len(thresholds) - k - 1))
-
-
-@torch.no_grad()
-def _fallback_reference(net, x, rule, k):
-    """Each sample's most confident edge exit under ``rule`` (ties: the deeper): the
-    fallback's prediction and exit."""
-    outs = net.forward_outputs(x)
-    decs = [rule.decide(i, outs[: i + 1]) for i in range(k + 1)]
-    conf = torch.stack([d.confidence for d in decs])  # (k+1, N)
-    pred = torch.stack([d.prediction for d in decs])
-    best = k - conf.flip(0).argmax(0)
-    return pred.gather(0, best[None])[0], best
 
 
 def _bits(t):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +168,29 @@ def _join(header: dict[str, Any], chunks: Sequence[bytes]) -> tuple[bytes, dict[
     return head + b"".join(chunks), headers
 
 
+def _tensor_entries(
+    tensors: Mapping[str, Tensor], is_binary: Callable[[str], bool]
+) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The JSON entries of named tensors (name, shape, datatype, and ``binary_data_size`` or
+    ``"data"``) and the binary chunks that follow the header, in order."""
+    entries: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name, t in tensors.items():
+        entry: dict[str, Any] = {
+            "name": name,
+            "shape": list(t.shape),
+            "datatype": datatype_of(t.dtype),
+        }
+        if is_binary(name):
+            data = _tensor_bytes(t)
+            entry["parameters"] = {"binary_data_size": len(data)}
+            chunks.append(data)
+        else:
+            entry["data"] = t.detach().cpu().reshape(-1).tolist()
+        entries.append(entry)
+    return entries, chunks
+
+
 def encode_request(
     inputs: Mapping[str, Tensor],
     outputs: Sequence[str] | None = None,
@@ -187,20 +210,7 @@ def encode_request(
     Returns:
         The body and the HTTP headers to send with it.
     """
-    entries, chunks = [], []
-    for name, t in inputs.items():
-        entry: dict[str, Any] = {
-            "name": name,
-            "shape": list(t.shape),
-            "datatype": datatype_of(t.dtype),
-        }
-        if binary:
-            data = _tensor_bytes(t)
-            entry["parameters"] = {"binary_data_size": len(data)}
-            chunks.append(data)
-        else:
-            entry["data"] = t.detach().cpu().reshape(-1).tolist()
-        entries.append(entry)
+    entries, chunks = _tensor_entries(inputs, lambda _name: binary)
     header: dict[str, Any] = {"inputs": entries}
     if request_id is not None:
         header["id"] = request_id
@@ -220,20 +230,9 @@ def encode_response(
 ) -> tuple[bytes, dict[str, str]]:
     """An inference response; each output binary unless ``binary[name]`` is False (then its
     values go in ``"data"``). Returns the body and the HTTP headers."""
-    entries, chunks = [], []
-    for name, t in outputs.items():
-        entry: dict[str, Any] = {
-            "name": name,
-            "shape": list(t.shape),
-            "datatype": datatype_of(t.dtype),
-        }
-        if binary is None or binary.get(name, True):
-            data = _tensor_bytes(t)
-            entry["parameters"] = {"binary_data_size": len(data)}
-            chunks.append(data)
-        else:
-            entry["data"] = t.detach().cpu().reshape(-1).tolist()
-        entries.append(entry)
+    entries, chunks = _tensor_entries(
+        outputs, lambda name: binary is None or binary.get(name, True)
+    )
     header: dict[str, Any] = {"model_name": model_name, "outputs": entries}
     if request_id is not None:
         header["id"] = request_id
