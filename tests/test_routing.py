@@ -23,6 +23,7 @@ from exitwise.routing import (
     oracle,
     pareto_front,
     route,
+    route_until,
     simulate,
     sweep,
 )
@@ -319,3 +320,32 @@ def test_an_object_with_decide_only_is_told_to_subclass(small_net, batch):
     with pytest.raises(TypeError, match="subclass exitwise.policies.ExitPolicy"):
         route(small_net, batch[:2], Duck())
     assert not isinstance(Duck(), ExitPolicy)
+
+
+def test_route_until_a_side_exit_leaves_the_rest_running(small_net, batch):
+    """Up to side exit k: the samples that left are route's up to k; the rest keep their rows,
+    the tensor after stage k and the outputs of exits 0..k, as the whole model computes them."""
+    policy = MaxProbability((0.187, 0.206, 0.19))  # this untrained net: several exits taken
+    whole = route(small_net, batch, policy)
+    assert 0 < int((whole.exit_idx <= 1).sum()) < len(batch)  # both kinds below
+    with torch.no_grad():
+        outs = small_net.forward_outputs(batch)
+        edge, _ = small_net.split(1)
+        _, h_all = edge(batch)
+    run = route_until(small_net, batch, policy, 1)
+    left = torch.cat([r for r, *_ in run.parts]) if run.parts else torch.zeros(0)
+    assert sorted(left.tolist()) == (whole.exit_idx <= 1).nonzero().flatten().tolist()
+    assert run.rows is not None
+    assert run.rows.tolist() == (whole.exit_idx > 1).nonzero().flatten().tolist()
+    assert torch.equal(run.h, h_all[run.rows])
+    assert len(run.history) == 2
+    for i, out in enumerate(run.history):
+        assert torch.equal(out.logits, outs[i].logits[run.rows])
+    with pytest.raises(ValueError, match="stop must be an exit in 0..3, got 4"):
+        route_until(small_net, batch, policy, 4)
+
+
+def test_route_until_when_everyone_left(small_net, batch):
+    run = route_until(small_net, batch, MaxProbability(0.0), 2)
+    assert len(run.parts) == 1 and run.parts[0][0] is None and run.parts[0][1] == 0
+    assert run.rows is not None and len(run.rows) == 0 and len(run.h) == 0

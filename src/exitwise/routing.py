@@ -29,6 +29,8 @@ __all__ = [
     "ExitResults",
     "OperatingPoint",
     "route",
+    "route_until",
+    "Routed",
     "collect_outputs",
     "simulate",
     "sweep",
@@ -127,6 +129,68 @@ def _decision_flops(
     return torch.tensor([*cumulative, cumulative[-1]], dtype=torch.int64, device=device)
 
 
+Part = tuple[Tensor | None, int, Tensor, Tensor]
+"""Samples that left at one exit: their rows (``None``: the whole batch), the exit, their
+predictions and confidences."""
+
+
+@dataclass
+class Routed:
+    """What :func:`route_until` leaves: the samples that left, and those still running.
+
+    Attributes:
+        parts: one :data:`Part` per exit at which samples left, shallow to deep.
+        rows: original row of every sample still running (``None``: all of them).
+        h: the tensor after the last stage run, for the samples still running.
+        history: the outputs of the exits run, for the samples still running (empty when
+            none is).
+    """
+
+    parts: list[Part]
+    rows: Tensor | None
+    h: Tensor
+    history: list[ExitOutput]
+
+
+@torch.no_grad()
+def route_until(model: MultiExitNet, x: Tensor, policy: ExitPolicy, stop: int) -> Routed:
+    """True per-sample early exit through exits ``0..stop``: after each exit the samples the
+    policy lets leave are removed from the batch (compaction) before the next stage runs; the
+    loop ends when none is left. At the last exit of the model every sample leaves
+    (``policy.final``); at a side exit ``stop`` the rest stay running (the edge of a split
+    model hands them to the cloud). The model runs in eval mode, every submodule's mode
+    restored afterwards. :func:`route` and :class:`~exitwise.serving.edge.EdgeRuntime` run on it.
+    """
+    model.validate_input(x)
+    if not 0 <= stop < model.num_exits:
+        raise ValueError(f"stop must be an exit in 0..{model.num_exits - 1}, got {stop}")
+    n, device = x.shape[0], x.device
+    last = model.num_exits - 1
+    parts: list[Part] = []
+    idx: Tensor | None = None  # original row of each sample still running; None = all rows
+    h, history = x, []
+    with eval_mode(model):
+        for i in range(stop + 1 if n else 0):
+            h = model.stages[i](h)
+            out = as_exit_output(model.exits[i](h))
+            history.append(out)
+            dec = policy.final(history) if i == last else policy.decide(i, history)
+            leave = dec.exit_mask
+            n_leave = int(leave.sum())
+            if n_leave == leave.shape[0]:
+                parts.append((idx, i, dec.prediction, dec.confidence))
+                none = torch.zeros(0, dtype=torch.int64, device=device)
+                return Routed(parts, none, h[:0], [])
+            if n_leave:
+                if idx is None:
+                    idx = torch.arange(n, device=device)
+                parts.append((idx[leave], i, dec.prediction[leave], dec.confidence[leave]))
+                keep = ~leave
+                idx, h = idx[keep], h[keep]
+                history = [take_rows(o, keep) for o in history]
+    return Routed(parts, idx, h, history)
+
+
 @torch.no_grad()
 def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
     """Classify a batch with true per-sample early exit.
@@ -154,28 +218,7 @@ def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
     model.validate_input(x)
     n, device = x.shape[0], x.device
     path_flops = model.costs_at(x.shape[1:]).path_flops_tensor(device)
-    last = model.num_exits - 1
-    parts: list[tuple[Tensor | None, int, Tensor, Tensor]] = []
-    with eval_mode(model):
-        idx: Tensor | None = None  # original row of each sample still running; None = all rows
-        h, history = x, []
-        for i in range(model.num_exits if n else 0):
-            h = model.stages[i](h)
-            out = as_exit_output(model.exits[i](h))
-            history.append(out)
-            dec = policy.final(history) if i == last else policy.decide(i, history)
-            leave = dec.exit_mask
-            n_leave = int(leave.sum())
-            if n_leave == leave.shape[0]:
-                parts.append((idx, i, dec.prediction, dec.confidence))
-                break
-            if n_leave:
-                if idx is None:
-                    idx = torch.arange(n, device=device)
-                parts.append((idx[leave], i, dec.prediction[leave], dec.confidence[leave]))
-                keep = ~leave
-                idx, h = idx[keep], h[keep]
-                history = [take_rows(o, keep) for o in history]
+    parts = route_until(model, x, policy, model.num_exits - 1).parts
 
     if len(parts) == 1 and parts[0][0] is None:  # the whole batch left at one exit
         _, i, pred, conf = parts[0]

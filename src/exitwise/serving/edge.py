@@ -34,10 +34,9 @@ import httpx
 import torch
 from torch import Tensor
 
-from exitwise.nets.modes import eval_mode
 from exitwise.nets.multi_exit import MultiExitNet
-from exitwise.outputs import ExitOutput, as_exit_output, take_rows
 from exitwise.policies import ExitPolicy
+from exitwise.routing import route_until
 from exitwise.serving.protocol import HEADER_LENGTH, ProtocolError, decode_response, encode_request
 from exitwise.serving.server import IMAGE_MODEL, cloud_model_name
 
@@ -199,46 +198,32 @@ class EdgeRuntime:
 
     @torch.no_grad()
     def _edge(self, x: Tensor):
-        """Run exits ``0..k`` with per-sample early exit, as :func:`route` does.
+        """Run exits ``0..k`` with per-sample early exit (:func:`~exitwise.routing.route_until`,
+        as :func:`~exitwise.routing.route` does).
 
         Returns the edge decisions ``(rows, exit, prediction, confidence)`` of the samples that
         left, and for the rest: their rows, the tensor after stage ``k``, and their most
         confident edge exit (prediction, confidence, exit) for the fallback.
         """
-        model, policy = self.model, self.policy
-        model.validate_input(x)
-        n, device = x.shape[0], x.device
-        idx = torch.arange(n, device=device)
-        parts: list[tuple[Tensor, int, Tensor, Tensor]] = []
-        h = x
-        history: list[ExitOutput] = []
-        best_pred = torch.zeros(n, dtype=torch.int64, device=device)
-        best_conf = torch.full((n,), -float("inf"), dtype=x.dtype, device=device)
-        best_exit = torch.zeros(n, dtype=torch.int64, device=device)
-        with eval_mode(model):
-            for i in range(self.k + 1):
-                if not len(idx):
-                    break
-                h = model.stages[i](h)
-                history.append(as_exit_output(model.exits[i](h)))
-                dec = policy.decide(i, history)
-                conf = dec.confidence.to(best_conf.dtype)
-                better = conf >= best_conf  # ties: the deeper exit
-                best_pred = torch.where(better, dec.prediction, best_pred)
-                best_conf = torch.where(better, conf, best_conf)
-                best_exit = torch.where(better, torch.full_like(best_exit, i), best_exit)
-                leave = dec.exit_mask
-                if bool(leave.any()):
-                    parts.append((idx[leave], i, dec.prediction[leave], dec.confidence[leave]))
-                    keep = ~leave
-                    idx, h = idx[keep], h[keep]
-                    history = [take_rows(o, keep) for o in history]
-                    best_pred, best_conf, best_exit = (
-                        best_pred[keep],
-                        best_conf[keep],
-                        best_exit[keep],
-                    )
-        return parts, idx, h, (best_pred, best_conf, best_exit)
+        run = route_until(self.model, x, self.policy, self.k)
+        every = torch.arange(x.shape[0], device=x.device)
+        rows = run.rows if run.rows is not None else every
+        parts = [(r if r is not None else every, i, p, c) for r, i, p, c in run.parts]
+        # the fallback: each running sample's most confident edge exit (ties: the deeper)
+        decs = [self.policy.decide(i, run.history[: i + 1]) for i in range(len(run.history))]
+        if decs:
+            conf = torch.stack([d.confidence for d in decs])  # (k + 1, running)
+            best = len(decs) - 1 - conf.flip(0).argmax(0)
+            pick = best.unsqueeze(0)
+            fallback = (
+                torch.stack([d.prediction for d in decs]).gather(0, pick)[0],
+                conf.gather(0, pick)[0],
+                best,
+            )
+        else:  # nothing runs on
+            empty = torch.zeros(0, dtype=torch.int64, device=x.device)
+            fallback = (empty, torch.zeros(0, dtype=x.dtype, device=x.device), empty)
+        return parts, rows, run.h, fallback
 
     def classify(self, images: Tensor) -> EdgeResult:
         """Classify a batch: early exit on the edge, the rest in one request to the cloud.
