@@ -215,10 +215,9 @@ def route(model: MultiExitNet, x: Tensor, policy: ExitPolicy) -> ExitResults:
         decided at: what ``FlopCounterMode`` counts around the call.
     """
     _check_policy(policy, "route", model.num_exits)
-    model.validate_input(x)
+    parts = route_until(model, x, policy, model.num_exits - 1).parts  # validates x first
     n, device = x.shape[0], x.device
     path_flops = model.costs_at(x.shape[1:]).path_flops_tensor(device)
-    parts = route_until(model, x, policy, model.num_exits - 1).parts
 
     if len(parts) == 1 and parts[0][0] is None:  # the whole batch left at one exit
         _, i, pred, conf = parts[0]
