@@ -805,13 +805,11 @@ def info(
     from exitwise.data import DATASETS
     from exitwise.nets import BACKBONES, EXIT_HEADS, PRESETS, build_preset
     from exitwise.policies import POLICIES
+    from exitwise.registry import did_you_mean
     from exitwise.training import LOSS_WEIGHTS
 
     if preset is not None and preset not in PRESETS:
-        import difflib
-
-        close = difflib.get_close_matches(preset, PRESETS, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(preset, PRESETS)
         raise InputError(
             f"--preset: unknown preset {preset!r}.{hint} Available: {', '.join(sorted(PRESETS))}"
         )

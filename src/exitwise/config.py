@@ -13,7 +13,6 @@ name (:func:`shipped_configs`) or a path.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import types
 import typing
@@ -25,6 +24,7 @@ from typing import Any, Union
 import yaml
 
 from exitwise.errors import InputError
+from exitwise.registry import did_you_mean
 from exitwise.training.trainer import TrainConfig
 
 __all__ = [
@@ -124,8 +124,7 @@ def _merge(obj: Any, values: dict[str, Any], path: str) -> None:
     for key, value in values.items():
         where = f"{path}.{key}" if path else str(key)
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            hint = did_you_mean(key, names)
             raise ConfigError(
                 f"unknown config key {where!r}.{hint} Valid keys here: {', '.join(sorted(names))}"
             )
@@ -255,8 +254,7 @@ def resolve_config(ref: str | Path) -> tuple[str, str]:
     if "/" not in text and "\\" not in text and stem in names:
         resource = _shipped_dir().joinpath(f"{stem}.yaml")
         return f"shipped:{stem}", resource.read_text(encoding="utf-8")
-    close = difflib.get_close_matches(Path(stem).name, names, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    hint = did_you_mean(Path(stem).name, names)
     raise ConfigError(
         f"config {text!r} is neither a file nor a shipped config.{hint} Shipped: {', '.join(names)}"
     )
@@ -344,8 +342,7 @@ def check_config(cfg: RunConfig) -> None:
     )
 
     if cfg.model.preset is not None and cfg.model.preset not in PRESETS:
-        close = difflib.get_close_matches(cfg.model.preset, PRESETS, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(cfg.model.preset, PRESETS)
         raise ConfigError(
             f"model.preset: unknown preset {cfg.model.preset!r}.{hint} Available: "
             f"{', '.join(sorted(PRESETS))}, or null with model.options.backbone"
@@ -405,8 +402,7 @@ def _registered(registry: Any, name: Any, where: str, kind: str = "name") -> Any
         if name in registry:
             return registry[name] if isinstance(registry, dict) else name
         names = sorted(registry)
-        close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, names, quote=True)
         raise ConfigError(f"{where}: unknown {kind} {name!r}.{hint} Available: {', '.join(names)}")
     try:
         return registry.get(name)
@@ -434,8 +430,7 @@ def _check_options(
     }
     for key, value in options.items():
         if key not in accepted:
-            close = difflib.get_close_matches(str(key), accepted, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            hint = did_you_mean(key, accepted)
             raise ConfigError(
                 f"{where}.{key}: {owner} takes no option {key!r}.{hint} It takes: "
                 f"{', '.join(sorted(accepted)) or 'no options'}"

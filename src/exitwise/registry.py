@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar, overload
 
 T = TypeVar("T")
+
+
+def did_you_mean(name: object, names: Iterable[str], quote: bool = False) -> str:
+    """`` Did you mean a, b?`` naming up to three of ``names`` close to ``name`` (each quoted
+    with ``quote``), or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(name), list(names), n=3, cutoff=0.5)
+    if not close:
+        return ""
+    return f" Did you mean {', '.join(repr(c) if quote else c for c in close)}?"
 
 
 class Registry(Generic[T]):
@@ -51,8 +60,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            close = difflib.get_close_matches(str(name), self._items, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(name, self._items, quote=True)
             raise KeyError(
                 f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._items))}"
             ) from None
