@@ -32,12 +32,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -216,7 +215,6 @@ class _Level:
     images: Tensor  # uint8, all test images
     outputs: list[ExitOutput]
     subset: Tensor  # indices of the latency images
-    features: list[Tensor] = field(default_factory=list)  # per split point, of subset[0]
 
 
 def _level(
@@ -228,13 +226,20 @@ def _level(
     return _Level(sigma, x, outputs, subset)
 
 
-def _feature(model: MultiExitNet, image: Tensor, split: int, features: str) -> Tensor:
-    """The tensor the edge sends after side exit ``split`` for one uint8 image."""
+def _request_sizes(
+    model: MultiExitNet, image: Tensor, k: int | None, features: str
+) -> tuple[int, int]:
+    """Bytes of the request that carries one uint8 ``image`` (``k`` None: the raw image to the
+    cloud-only baseline) or the tensor the edge sends after its ``k``-th side exit: binary, and
+    as JSON lists."""
+    if k is None:
+        return len(encode_request({"image": image})[0]), json_request_bytes("image", image)
     p = next(model.parameters())
-    edge, _ = model.split(split)
+    edge, _ = model.split(k - 1)
     with torch.no_grad():
         h = edge(image.to(p.device).to(p.dtype) / 255)[1]
-    return h.cpu().to(torch.float16 if features == "FP16" else torch.float32)
+    h = h.cpu().to(torch.float16 if features == "FP16" else torch.float32)
+    return len(encode_request({"features": h})[0]), json_request_bytes("features", h)
 
 
 def _exact(
@@ -408,8 +413,9 @@ def offload_study(
         )
     costs = model.costs_at(tuple(images.shape[1:]))
     done = {_row_key(r): r for r in resumable(state_path, config)}
-    result = OffloadResult(title=title, config=config, link=link, rows=[])
-    result.image_bytes = int(images[0].numel())
+    result = OffloadResult(
+        title=title, config=config, link=link, rows=[], image_bytes=int(images[0].numel())
+    )
     say = progress or (lambda _label: None)
     g = torch.Generator().manual_seed(config.seed)
     subset = torch.randperm(len(labels), generator=g)[: config.latency_images]
@@ -419,33 +425,28 @@ def offload_study(
         if state_path is not None:
             result.save(state_path)
 
+    grid: list[tuple[str, float | None, int | None]] = [(CLOUD_ONLY, None, None)] + [
+        (m, a, k) for k in config.edge_exits for a in config.alphas for m in config.methods
+    ]
     for sigma in config.sigmas:
-        grid: list[tuple[str, float | None, int | None]] = [(CLOUD_ONLY, None, None)] + [
-            (m, a, k) for k in config.edge_exits for a in config.alphas for m in config.methods
-        ]
-        if all(_key(sigma, *cell) in done for cell in grid):
-            for cell in grid:
-                result.rows.append(done[_key(sigma, *cell)])
-                say(f"σ={sigma:g} {cell[0]} (saved)")
-            continue
-        level = _level(model, images, sigma, subset, batch_size)
-        first = level.images[int(subset[0]) : int(subset[0]) + 1]
+        level: _Level | None = None  # computed at the first row of this level not saved
+        sizes: dict[int | None, tuple[int, int]] = {}  # request bytes per k, of one image
         for method, alpha, k in grid:
             key = _key(sigma, method, alpha, k)
             if key in done:
                 result.rows.append(done[key])
                 say(f"σ={sigma:g} {method} (saved)")
                 continue
-            if method == CLOUD_ONLY:
-                policy = None
-                request = len(encode_request({"image": first})[0])
-                as_json = json_request_bytes("image", first)
-            else:
+            if level is None:
+                level = _level(model, images, sigma, subset, batch_size)
+            if k not in sizes:
+                first = level.images[int(subset[0]) : int(subset[0]) + 1]
+                sizes[k] = _request_sizes(model, first, k, config.features)
+            request, as_json = sizes[k]
+            policy = None
+            if method != CLOUD_ONLY:
                 assert alpha is not None and k is not None
                 policy = Offloaded(edge_policy(method, alpha, ctx), k - 1)
-                feature = _feature(model, first, k - 1, config.features)
-                request = len(encode_request({"features": feature})[0])
-                as_json = json_request_bytes("features", feature)
             exact, pred, at_edge = _exact(level, labels, costs, policy)
             live = _live(classifier(method, alpha, k), level, pred, at_edge, warmup)
             row = OffloadRow(
@@ -497,8 +498,8 @@ def link_info(m: LinkMeasurement) -> LinkInfo:
 @contextlib.contextmanager
 def _edge_process(cpus: set[int]) -> Iterator[None]:
     """This process on the edge's cores with one compute thread; restored afterwards."""
-    affinity, threads = os.sched_getaffinity(0), torch.get_num_threads()
-    pin(cpus)
+    threads = torch.get_num_threads()
+    affinity = pin(cpus)
     torch.set_num_threads(len(cpus))
     try:
         yield

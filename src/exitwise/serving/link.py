@@ -963,23 +963,22 @@ class EmulatedLink:
         threads are not moved.
         """
         self._check_entered("edge_side")
-        if self.mode != "netns":
-            yield
-            return
-        assert self.edge_ns is not None
-        with _in_netns(self.edge_ns):
+        with self._side(self.edge_ns):
             yield
 
     @contextlib.contextmanager
     def cloud_side(self) -> Iterator[None]:
         """Run the calling thread in the cloud's namespace (a no-op in loopback mode)."""
         self._check_entered("cloud_side")
+        with self._side(self.cloud_ns):
+            yield
+
+    def _side(self, ns: str | None) -> contextlib.AbstractContextManager[None]:
+        """The calling thread in namespace ``ns`` (netns mode), else nothing changes."""
         if self.mode != "netns":
-            yield
-            return
-        assert self.cloud_ns is not None
-        with _in_netns(self.cloud_ns):
-            yield
+            return contextlib.nullcontext()
+        assert ns is not None
+        return _in_netns(ns)
 
     def _helper(self, args: Sequence[str], name: str) -> tuple[subprocess.Popen[Any], str, int]:
         """Start this file as a process in the cloud namespace; wait for its ready file."""
@@ -1479,10 +1478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             loop.close()
     except OSError as e:
-        print(
-            f"{args.command}: expected to listen on {args.listen[0]}:{args.listen[1]}, got {e}",
-            file=sys.stderr,
-        )
+        # the process's one line on stderr, through the logging main() set up
+        log.error("%s: expected to listen on %s:%s, got %s", args.command, *args.listen, e)
         return 1
     return 0
 
