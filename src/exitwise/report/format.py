@@ -15,14 +15,17 @@ __all__ = [
     "flops",
     "flops_unit",
     "listing",
+    "ms",
     "number",
     "pct",
     "pct_exact",
     "points",
     "safe_name",
     "shares",
+    "size",
     "threshold",
     "thresholds",
+    "times",
 ]
 
 _PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
@@ -83,6 +86,31 @@ def flops(value: float, unit: str = "FLOPs") -> str:
     """``1110879232`` -> ``"1,110.9 MFLOPs"``; ``22016`` -> ``"22.0 kFLOPs"``."""
     scale, name = flops_unit(value, unit)
     return f"{number(value / scale)} {name}"
+
+
+def ms(mean: float, ci95: float | None = None) -> str:
+    """A latency: ``(12.345, 0.41)`` -> ``"12.3 ± 0.41 ms"``; ``(3.2,)`` -> ``"3.2 ms"``."""
+    if not math.isfinite(mean):
+        return "-"
+    text = number(mean)
+    return f"{text} ms" if ci95 is None else f"{text} ± {number(ci95)} ms"
+
+
+def size(value: float) -> str:
+    """A byte count: ``1234`` -> ``"1,234 B"``; ``150720`` -> ``"147.2 KiB"``; ``3.1e6`` ->
+    ``"2.96 MiB"``."""
+    if value >= 10 * 2**20:
+        return f"{value / 2**20:,.1f} MiB"
+    if value >= 2**20:
+        return f"{value / 2**20:.2f} MiB"
+    if value >= 10 * 2**10:
+        return f"{value / 2**10:,.1f} KiB"
+    return f"{value:,.0f} B"
+
+
+def times(ratio: float | None) -> str:
+    """A ratio: ``2.345`` -> ``"2.35×"``; ``None`` or not finite -> ``"-"``."""
+    return "-" if ratio is None or not math.isfinite(ratio) else f"{ratio:.2f}×"
 
 
 def duration(seconds: float) -> str:

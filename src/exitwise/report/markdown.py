@@ -37,6 +37,7 @@ __all__ = [
     "operating_points_markdown",
     "risk_markdown",
     "robustness_markdown",
+    "rows_table",
 ]
 
 
@@ -48,7 +49,7 @@ def _table(header: Sequence[str], align: str, rows: Sequence[Sequence[object]]) 
     return lines
 
 
-def _rows_table(header: Sequence[str], left: int, rows: Sequence[Sequence[object]]) -> list[str]:
+def rows_table(header: Sequence[str], left: int, rows: Sequence[Sequence[object]]) -> list[str]:
     """:func:`_table` with the first ``left`` columns left-aligned, the others right."""
     return _table(header, "l" * left + "r" * (len(header) - left), rows)
 
@@ -63,7 +64,7 @@ def calibration_markdown(result: EfficiencyResult) -> str:
         f"Temperature scaling, fitted by NLL on {cal.fitted_on}; ECE ({cal.bins} equal-width "
         f"bins) and NLL on the {result.dataset.split} split.",
         "",
-        *_rows_table(ece_header(cal), 1, ece_rows(cal)),
+        *rows_table(ece_header(cal), 1, ece_rows(cal)),
     ]
     return "\n".join(lines) + "\n"
 
@@ -156,7 +157,7 @@ def efficiency_markdown(result: EfficiencyResult) -> str:
         if o.mean_flops > 0 and not tag.endswith(")")
     ]
     if ratios:
-        lines += ["", *_rows_table(["policy", "vs final exit", "mean FLOPs / oracle's"], 1, ratios)]
+        lines += ["", *rows_table(["policy", "vs final exit", "mean FLOPs / oracle's"], 1, ratios)]
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +175,7 @@ def operating_points_markdown(result: EfficiencyResult, thresholds: Sequence[flo
                          fmt.pct(p.flops_fraction)]
                     )  # fmt: skip
     header = ["policy", "threshold", "test accuracy", "left at a side exit", "mean FLOPs, %"]
-    return "\n".join(_rows_table(header, 1, rows)) + "\n"
+    return "\n".join(rows_table(header, 1, rows)) + "\n"
 
 
 def risk_markdown(result: RiskResult) -> str:
@@ -193,19 +194,19 @@ def risk_markdown(result: RiskResult) -> str:
     for title, fits in (("Fitted rules", result.fitted), ("Recalibrated", result.recalibrated)):
         if fits:
             lines += ["", f"**{title}** ({fits_source(fits)}):", ""]
-            lines += _rows_table(fit_header(fits), 3, [fit_cells(f) for f in fits])
+            lines += rows_table(fit_header(fits), 3, [fit_cells(f) for f in fits])
     for ev in result.evidence:
         rows = [evidence_cells(row, ev.delta) for row in sorted(ev.rows, key=lambda r: r.epsilon)]
         lines += [
             "",
             f"**Evidence**, {evidence_title(ev)}:",
             "",
-            *_rows_table(EVIDENCE_HEADER, 1, rows),
+            *rows_table(EVIDENCE_HEADER, 1, rows),
         ]
     header, rows, setting = shift_table(result)
     if rows:
         under = f" ({setting})" if setting else ""
-        lines += ["", f"**Under distribution shift**{under}:", "", *_rows_table(header, 3, rows)]
+        lines += ["", f"**Under distribution shift**{under}:", "", *rows_table(header, 3, rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 
 from exitwise.report import figures as plot
 from exitwise.report import format as fmt
-from exitwise.report.markdown import _rows_table
+from exitwise.report.markdown import rows_table
 from exitwise.report.pages import csv_bytes, embed, render_page, write_files
 from exitwise.report.robustness import level_axis
 from exitwise.results import LinkInfo, OffloadResult, OffloadRow
@@ -63,7 +63,6 @@ __all__ = [
     "latency_figure",
     "latency_goal",
     "link_items",
-    "ms",
     "offload_markdown",
     "render_figures",
     "row_cells",
@@ -148,29 +147,6 @@ def row_label(row: OffloadRow) -> str:
     if row.method == CLOUD:
         return _method_name(CLOUD)
     return f"{_method_name(row.method)}, α = {_alpha(row.alpha)}, k = {row.edge_exits}"
-
-
-def ms(mean: float, ci95: float | None = None) -> str:
-    """A latency: ``(12.345, 0.41)`` -> ``"12.3 ± 0.41 ms"``; ``(3.2,)`` -> ``"3.2 ms"``."""
-    if not math.isfinite(mean):
-        return "-"
-    text = fmt.number(mean)
-    return f"{text} ms" if ci95 is None else f"{text} ± {fmt.number(ci95)} ms"
-
-
-def _bytes(value: float) -> str:
-    """``1234`` -> ``"1,234 B"``; ``150720`` -> ``"147.2 KiB"``; ``3.1e6`` -> ``"2.96 MiB"``."""
-    if value >= 10 * 2**20:
-        return f"{value / 2**20:,.1f} MiB"
-    if value >= 2**20:
-        return f"{value / 2**20:.2f} MiB"
-    if value >= 10 * 2**10:
-        return f"{value / 2**10:,.1f} KiB"
-    return f"{value:,.0f} B"
-
-
-def _times(ratio: float | None) -> str:
-    return "-" if ratio is None or not math.isfinite(ratio) else f"{ratio:.2f}×"
 
 
 def _same(a: float | None, b: float) -> bool:
@@ -300,7 +276,7 @@ def goal_cells(result: OffloadResult) -> list[list[str]]:
         latency = ["no cloud-only row at σ = 0", "-", "not measured"]
     elif lat.best is None:
         latency = [
-            f"cloud only {ms(lat.cloud.latency_ms, lat.cloud.latency_ci95_ms)}, accuracy "
+            f"cloud only {fmt.ms(lat.cloud.latency_ms, lat.cloud.latency_ci95_ms)}, accuracy "
             f"{fmt.pct(lat.cloud.accuracy, 2)}",
             "none qualifies",
             "not met",
@@ -308,8 +284,8 @@ def goal_cells(result: OffloadResult) -> list[list[str]]:
     else:
         b, c = lat.best, lat.cloud
         latency = [
-            f"{_times(lat.ratio)} ({ms(b.latency_ms, b.latency_ci95_ms)} vs "
-            f"{ms(c.latency_ms, c.latency_ci95_ms)}); accuracy {fmt.pct(b.accuracy, 2)} "
+            f"{fmt.times(lat.ratio)} ({fmt.ms(b.latency_ms, b.latency_ci95_ms)} vs "
+            f"{fmt.ms(c.latency_ms, c.latency_ci95_ms)}); accuracy {fmt.pct(b.accuracy, 2)} "
             f"({fmt.points(b.accuracy - c.accuracy, 2)})",
             row_label(b),
             _verdict(lat.met),
@@ -352,11 +328,11 @@ def wire_cells(result: OffloadResult) -> list[list[str]]:
         cells.append(
             [
                 name,
-                _bytes(binary),
-                _bytes(json) if json > 0 else "-",
-                _times(json / binary) if json > 0 else "-",
-                _times(binary / image) if image > 0 else "-",
-                _bytes(low) if math.isclose(low, high) else f"{_bytes(low)} – {_bytes(high)}",
+                fmt.size(binary),
+                fmt.size(json) if json > 0 else "-",
+                fmt.times(json / binary) if json > 0 else "-",
+                fmt.times(binary / image) if image > 0 else "-",
+                fmt.size(low) if math.isclose(low, high) else f"{fmt.size(low)} – {fmt.size(high)}",
             ]
         )
     return cells
@@ -384,10 +360,10 @@ def row_cells(row: OffloadRow, cloud: OffloadRow | None, scale: float) -> list[s
         fmt.pct(row.edge_share),
         fmt.number(row.edge_flops / scale),
         fmt.number(row.cloud_flops / scale),
-        _bytes(row.wire_bytes),
-        ms(row.latency_ms, row.latency_ci95_ms),
-        ms(row.edge_ms),
-        ms(row.network_ms),
+        fmt.size(row.wire_bytes),
+        fmt.ms(row.latency_ms, row.latency_ci95_ms),
+        fmt.ms(row.edge_ms),
+        fmt.ms(row.network_ms),
         fmt.pct(row.live_agreement),
         fmt.count(row.fallbacks),
     ]
@@ -432,7 +408,7 @@ def sigma_table(result: OffloadResult, k: int | None = None) -> tuple[list[str],
                     else [
                         fmt.pct(r.accuracy, 2),
                         fmt.pct(r.edge_share),
-                        ms(r.latency_ms, r.latency_ci95_ms),
+                        fmt.ms(r.latency_ms, r.latency_ci95_ms),
                     ]
                 )
             if cloud:
@@ -440,7 +416,7 @@ def sigma_table(result: OffloadResult, k: int | None = None) -> tuple[list[str],
                 cells += (
                     ["-", "-"]
                     if c is None
-                    else [fmt.pct(c.accuracy, 2), ms(c.latency_ms, c.latency_ci95_ms)]
+                    else [fmt.pct(c.accuracy, 2), fmt.ms(c.latency_ms, c.latency_ci95_ms)]
                 )
             out.append(cells)
     return header, out
@@ -708,15 +684,15 @@ def offload_markdown(result: OffloadResult) -> str:
         )
     if result.command:
         lines[-1] += f" Printed by `{result.command}`."
-    lines += ["", "**Goals:**", "", *_rows_table(GOAL_HEADER, len(GOAL_HEADER), goal_cells(result))]
+    lines += ["", "**Goals:**", "", *rows_table(GOAL_HEADER, len(GOAL_HEADER), goal_cells(result))]
     wire = wire_cells(result)
     if wire:
-        raw = f"raw image {_bytes(result.image_bytes)}" if result.image_bytes else "raw image"
-        lines += ["", f"**Bytes on the wire** ({raw}):", "", *_rows_table(WIRE_HEADER, 1, wire)]
+        raw = f"raw image {fmt.size(result.image_bytes)}" if result.image_bytes else "raw image"
+        lines += ["", f"**Bytes on the wire** ({raw}):", "", *rows_table(WIRE_HEADER, 1, wire)]
     header, rows = sigma_table(result)
     if rows:
         k = largest_k(result)
-        lines += ["", f"**Per blur level** (k = {k}):", "", *_rows_table(header, 2, rows)]
+        lines += ["", f"**Per blur level** (k = {k}):", "", *rows_table(header, 2, rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -753,9 +729,6 @@ def _page(result: OffloadResult, figures: dict[str, bytes]) -> bytes:
         label=row_label,
         method_name=_method_name,
         rule_names=[_method_name(m) for m in result.config.methods],
-        ms=ms,
-        size=_bytes,
-        times=_times,
         latency_goal=LATENCY_GOAL,
         accuracy_slack=ACCURACY_SLACK,
         edge_goal=EDGE_GOAL,
