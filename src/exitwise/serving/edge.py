@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from exitwise.nets.multi_exit import MultiExitNet
+from exitwise.outputs import ExitOutput
 from exitwise.policies import ExitPolicy
 from exitwise.routing import route_until
 from exitwise.serving.protocol import HEADER_LENGTH, ProtocolError, decode_response, encode_request
@@ -202,28 +203,25 @@ class EdgeRuntime:
         as :func:`~exitwise.routing.route` does).
 
         Returns the edge decisions ``(rows, exit, prediction, confidence)`` of the samples that
-        left, and for the rest: their rows, the tensor after stage ``k``, and their most
-        confident edge exit (prediction, confidence, exit) for the fallback.
+        left, and for the rest: their rows, the tensor after stage ``k``, and the outputs of
+        their edge exits (what the fallback reads, if it is needed).
         """
         run = route_until(self.model, x, self.policy, self.k)
         every = torch.arange(x.shape[0], device=x.device)
         rows = run.rows if run.rows is not None else every
         parts = [(r if r is not None else every, i, p, c) for r, i, p, c in run.parts]
-        # the fallback: each running sample's most confident edge exit (ties: the deeper)
-        decs = [self.policy.decide(i, run.history[: i + 1]) for i in range(len(run.history))]
-        if decs:
-            conf = torch.stack([d.confidence for d in decs])  # (k + 1, running)
-            best = len(decs) - 1 - conf.flip(0).argmax(0)
-            pick = best.unsqueeze(0)
-            fallback = (
-                torch.stack([d.prediction for d in decs]).gather(0, pick)[0],
-                conf.gather(0, pick)[0],
-                best,
-            )
-        else:  # nothing runs on
-            empty = torch.zeros(0, dtype=torch.int64, device=x.device)
-            fallback = (empty, torch.zeros(0, dtype=x.dtype, device=x.device), empty)
-        return parts, rows, run.h, fallback
+        return parts, rows, run.h, run.history
+
+    @torch.no_grad()
+    def _fallback(self, history: list[ExitOutput]) -> tuple[Tensor, Tensor, Tensor]:
+        """Each offloaded sample's most confident edge exit (ties: the deeper): prediction,
+        confidence and exit, from the outputs of its edge exits (only when the cloud failed)."""
+        decs = [self.policy.decide(i, history[: i + 1]) for i in range(len(history))]
+        conf = torch.stack([d.confidence for d in decs])  # (k + 1, offloaded)
+        best = len(decs) - 1 - conf.flip(0).argmax(0)
+        pick = best.unsqueeze(0)
+        pred = torch.stack([d.prediction for d in decs]).gather(0, pick)[0]
+        return pred, conf.gather(0, pick)[0], best
 
     def classify(self, images: Tensor) -> EdgeResult:
         """Classify a batch: early exit on the edge, the rest in one request to the cloud.
@@ -239,7 +237,7 @@ class EdgeRuntime:
         """
         t0 = time.perf_counter()
         x = self._as_batch(images)
-        parts, rows, h, (fb_pred, fb_conf, fb_exit) = self._edge(x)
+        parts, rows, h, history = self._edge(x)
         n = x.shape[0]
         t_edge = time.perf_counter()
 
@@ -275,6 +273,7 @@ class EdgeRuntime:
                     len(r),
                     reason,
                 )
+                fb_pred, fb_conf, fb_exit = self._fallback(history)
                 pred[r], conf[r], exit_idx[r] = fb_pred.cpu(), fb_conf.float().cpu(), fb_exit.cpu()
                 for j in r.tolist():
                     where[j] = FALLBACK
