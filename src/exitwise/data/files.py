@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 from PIL import Image
+
+from exitwise.atomic import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
 
@@ -62,17 +63,15 @@ def resize_nchw(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write arrays to ``path`` via a temp file and ``os.replace`` (never half-written)."""
+    """Write arrays to ``path`` atomically (:func:`~exitwise.atomic.atomic_write`: never
+    half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.savez would append .npz to a bare name
             np.savez(f, **cast(dict[str, Any], arrays))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-        raise
+
+    atomic_write(path, write)
 
 
 def load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
