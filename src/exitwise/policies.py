@@ -106,26 +106,17 @@ def _temperatures(value: float | Sequence[float]) -> PerExit:
     return out
 
 
-def _threshold_at(thresholds: PerExit, exit_idx: int, name: str) -> float:
-    if isinstance(thresholds, float):
-        return thresholds
-    if exit_idx >= len(thresholds):
+def _threshold_at(
+    values: PerExit, exit_idx: int, name: str, fix: str = "give one value per side exit"
+) -> float:
+    """Exit ``exit_idx``'s value of ``values`` (one for every exit, or one per exit)."""
+    if isinstance(values, float):
+        return values
+    if exit_idx >= len(values):
         raise ValueError(
-            f"{name} has {len(thresholds)} per-exit values but exit {exit_idx} was asked; "
-            "give one value per side exit"
+            f"{name} has {len(values)} per-exit values but exit {exit_idx} was asked; {fix}"
         )
-    return thresholds[exit_idx]
-
-
-def _temperature_at(temperature: PerExit, exit_idx: int) -> float:
-    if isinstance(temperature, float):
-        return temperature
-    if exit_idx >= len(temperature):
-        raise ValueError(
-            f"temperature has {len(temperature)} per-exit values but exit {exit_idx} was asked; "
-            "give one temperature per exit, the last exit included"
-        )
-    return temperature[exit_idx]
+    return values[exit_idx]
 
 
 def _check_length(value: PerExit, expected: int, name: str, what: str) -> None:
@@ -179,7 +170,37 @@ class ExitPolicy(ABC):
         return repr(self)
 
 
-class MaxProbability(ExitPolicy):
+class _Tempered(ExitPolicy):
+    """A rule whose logits are divided by ``temperature``: one, or one per exit (the last
+    included)."""
+
+    temperature: PerExit
+
+    def temperature_at(self, exit_idx: int) -> float:
+        return _threshold_at(
+            self.temperature,
+            exit_idx,
+            "temperature",
+            "give one temperature per exit, the last exit included",
+        )
+
+    def check_exits(self, num_exits: int) -> None:
+        _check_length(self.temperature, num_exits, "temperature", "exits")
+
+
+class _Thresholded(_Tempered):
+    """A tempered rule with a threshold (named ``_threshold_name``): one, or one per side
+    exit."""
+
+    threshold: PerExit
+    _threshold_name = "threshold"
+
+    def check_exits(self, num_exits: int) -> None:
+        _check_length(self.threshold, num_exits - 1, self._threshold_name, "side exits")
+        super().check_exits(num_exits)
+
+
+class MaxProbability(_Thresholded):
     """Leave at the first exit whose maximum softmax probability >= ``threshold``.
 
     The rule of seed 002 (Pacheco et al.) and most early-exit work. ``threshold`` is one value for
@@ -202,18 +223,11 @@ class MaxProbability(ExitPolicy):
             conf >= _threshold_at(self.threshold, exit_idx, "threshold"), pred, conf
         )
 
-    def temperature_at(self, exit_idx: int) -> float:
-        return _temperature_at(self.temperature, exit_idx)
-
-    def check_exits(self, num_exits: int) -> None:
-        _check_length(self.threshold, num_exits - 1, "threshold", "side exits")
-        _check_length(self.temperature, num_exits, "temperature", "exits")
-
     def __repr__(self) -> str:
         return f"MaxProbability(threshold={self.threshold}, temperature={self.temperature})"
 
 
-class Entropy(ExitPolicy):
+class Entropy(_Thresholded):
     """Leave where the entropy of the softmax (in nats) <= ``threshold`` (BranchyNet's rule).
 
     With ``normalized=True`` the entropy is divided by ``log(num_classes)`` so thresholds lie in
@@ -250,13 +264,6 @@ class Entropy(ExitPolicy):
         pred = logits.argmax(dim=1)
         return ExitDecision(torch.ones_like(pred, dtype=torch.bool), pred, conf)
 
-    def temperature_at(self, exit_idx: int) -> float:
-        return _temperature_at(self.temperature, exit_idx)
-
-    def check_exits(self, num_exits: int) -> None:
-        _check_length(self.threshold, num_exits - 1, "threshold", "side exits")
-        _check_length(self.temperature, num_exits, "temperature", "exits")
-
     def __repr__(self) -> str:
         return (
             f"Entropy(threshold={self.threshold}, normalized={self.normalized}, "
@@ -292,15 +299,11 @@ class LearnedConfidence(ExitPolicy):
         return f"LearnedConfidence(threshold={self.threshold})"
 
 
-class _Ensemble(ExitPolicy):
+class _Ensemble(_Thresholded):
     """Shared machinery of :class:`Committee` and :class:`MeanEnsemble`: at side exit ``i`` the
     (temperature-scaled) probability vectors of exits ``0..i`` are combined with weights
     ``w[0..i]`` that sum to 1, as one matrix product; the sample leaves when the combination's top
     probability >= the threshold."""
-
-    threshold: PerExit
-    temperature: PerExit
-    _threshold_name = "threshold"
 
     def __init__(self) -> None:
         self._weight_cache: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
@@ -338,13 +341,6 @@ class _Ensemble(ExitPolicy):
 
     def decision_flops(self, exit_idx: int, num_classes: int) -> int:
         return 0 if exit_idx == 0 else 2 * num_classes * (exit_idx + 1)
-
-    def temperature_at(self, exit_idx: int) -> float:
-        return _temperature_at(self.temperature, exit_idx)
-
-    def check_exits(self, num_exits: int) -> None:
-        _check_length(self.threshold, num_exits - 1, self._threshold_name, "side exits")
-        _check_length(self.temperature, num_exits, "temperature", "exits")
 
 
 class Committee(_Ensemble):
@@ -440,7 +436,7 @@ class MeanEnsemble(_Ensemble):
         return f"MeanEnsemble(threshold={self.threshold}, temperature={self.temperature})"
 
 
-class Patience(ExitPolicy):
+class Patience(_Tempered):
     """Patience-based early exit (PABEE, Zhou et al. 2020): leave at exit ``i`` when the argmax is
     the same class at ``patience`` consecutive exits ending at ``i``.
 
@@ -470,12 +466,6 @@ class Patience(ExitPolicy):
         for j in range(first, exit_idx):
             mask &= outputs[j].logits.argmax(dim=1) == pred
         return ExitDecision(mask, pred, conf)
-
-    def temperature_at(self, exit_idx: int) -> float:
-        return _temperature_at(self.temperature, exit_idx)
-
-    def check_exits(self, num_exits: int) -> None:
-        _check_length(self.temperature, num_exits, "temperature", "exits")
 
     def __repr__(self) -> str:
         return f"Patience(patience={self.patience}, temperature={self.temperature})"
