@@ -13,7 +13,7 @@ stopped.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,17 +156,17 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 def _measure(
     model: MultiExitNet,
-    x: Tensor,
+    batches: Iterable[Tensor],
+    shape: Sequence[int],
     y: Tensor,
     policies: dict[str, ExitPolicy],
-    batch_size: int,
     d: Disturbance,
     level: float,
 ) -> DisturbanceResult:
-    outputs, _ = collect_outputs(
-        model, (x[i : i + batch_size] for i in range(0, len(x), batch_size))
-    )
-    costs = model.costs_at(x.shape[1:])
+    """Route the disturbed ``batches`` (images of ``shape``, on the model's device) once, and
+    score every policy on their outputs against ``y`` (on the CPU)."""
+    outputs, _ = collect_outputs(model, batches)
+    costs = model.costs_at(shape)
     exit_accuracy = exit_accuracies(outputs, y)
     points = {}
     for name, policy in policies.items():
@@ -232,8 +232,9 @@ def robustness_study(
         progress: called with a label after each finished (disturbance, level).
         dataset: the dataset's name, recorded with the configuration.
         device: where to run (the model is moved there); default: where the model is. Images
-            and labels may be on the CPU: each batch is moved there, and the disturbed images
-            and outputs come back to the CPU. The device is recorded with the configuration.
+            and labels may be on the CPU: each batch is moved there, disturbed and routed there,
+            and only its outputs come back to the CPU. The device is recorded with the
+            configuration.
     """
     if device is not None:
         model.to(device)
@@ -256,6 +257,7 @@ def robustness_study(
     study = RobustnessResult(config, _resumable(path, config))
     threshold = getattr(policy, "threshold", 0.9)
     threshold = threshold if isinstance(threshold, float) else 0.9
+    y = labels.cpu()
     with eval_mode(model):
         for di, d in enumerate(disturbances):
             for li, level in enumerate(d.levels):
@@ -264,22 +266,21 @@ def robustness_study(
                     if progress is not None:
                         progress(key + " (resumed)")
                     continue
-                x_dist = torch.cat(
-                    [
-                        perturb(
-                            model,
-                            d,
-                            level,
-                            images[i : i + batch_size].to(dev),
-                            labels[i : i + batch_size].to(dev),
-                            seed * 1_000_003 + di * 1_009 + li * 7 + i,
-                            threshold,
-                        ).cpu()
-                        for i in range(0, len(images), batch_size)
-                    ]
+                # Each batch is disturbed and then routed where it is: only outputs come back.
+                disturbed = (
+                    perturb(
+                        model,
+                        d,
+                        level,
+                        images[i : i + batch_size].to(dev),
+                        labels[i : i + batch_size].to(dev),
+                        seed * 1_000_003 + di * 1_009 + li * 7 + i,
+                        threshold,
+                    ).detach()
+                    for i in range(0, len(images), batch_size)
                 )
                 study.results[key] = _measure(
-                    model, x_dist.detach(), labels.cpu(), policies, batch_size, d, level
+                    model, disturbed, images.shape[1:], y, policies, d, level
                 )
                 if path is not None:
                     study.save(path)
