@@ -300,6 +300,12 @@ class _Search:
         """Correct samples and exit counts ``(E,)`` of one configuration."""
         return self._count(self.exits(config))
 
+    def evaluate_all(self, configs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Correct samples ``(K,)`` and total FLOPs ``(K,)`` of several configurations."""
+        counted = [self.evaluate(c) for c in configs]
+        correct = np.array([c for c, _ in counted], dtype=np.int64)
+        return correct, self.flops(np.stack([e for _, e in counted]))
+
     def coordinate(self, config: Sequence[int], j: int) -> tuple[np.ndarray, np.ndarray]:
         """Correct samples ``(C,)`` and exit counts ``(C, E)`` for every candidate of exit
         ``j``, the other exits at ``config``."""
@@ -307,11 +313,11 @@ class _Search:
         down = np.full(self.n, last, dtype=np.int8)  # where a sample goes if it passes j
         down_ok = correct[last]
         for i in range(last - 1, j, -1):
-            leave = self.scores[i] >= self.values[i][config[i]]
+            leave = self._leave(config, i)
             down, down_ok = np.where(leave, i, down), np.where(leave, correct[i], down_ok)
         stay, stay_ok = down, down_ok  # where it goes if exit j lets nobody leave
         for i in range(j - 1, -1, -1):
-            leave = self.scores[i] >= self.values[i][config[i]]
+            leave = self._leave(config, i)
             stay, stay_ok = np.where(leave, i, stay), np.where(leave, correct[i], stay_ok)
         # Candidate c lets the samples reaching j whose bin (candidates <= score) is > c leave
         # at j instead of `down`: one histogram over (bin, down, correct at j, correct at down)
@@ -335,9 +341,7 @@ class _Search:
     def shared_points(self) -> tuple[np.ndarray, np.ndarray]:
         """Correct samples ``(G,)`` and total FLOPs ``(G,)`` of every shared grid value."""
         if self._shared is None:
-            counted = [self.evaluate(self.shared_config(g)) for g in range(self.grid.size)]
-            correct = np.array([c for c, _ in counted], dtype=np.int64)
-            self._shared = correct, self.flops(np.stack([e for _, e in counted]))
+            self._shared = self.evaluate_all([self.shared_config(g) for g in range(self.grid.size)])
         return self._shared
 
     def shared_config(self, g: int) -> list[int]:
@@ -382,9 +386,7 @@ class _Search:
         keys_of = self.price_keys(mu)
         correct_g, flops_g = self.shared_points()
         options = [self.shared_config(_argbest(keys_of(correct_g, flops_g))), *starts]
-        counted = [self.evaluate(c) for c in options]
-        correct = np.array([c for c, _ in counted], dtype=np.int64)
-        flops = self.flops(np.stack([e for _, e in counted]))
+        correct, flops = self.evaluate_all(options)
         return self.ascend(options[_argbest(keys_of(correct, flops))], keys_of, seen)
 
     def tradeoff_points(self) -> list[tuple[float, list[int]]]:
@@ -404,10 +406,8 @@ class _Search:
         g = _argbest(keys_of(correct_g, flops_g))
         seen = _Seen(keys_of)
         seen.offer_config(self, self.shared_config(g))  # the baseline: never worse than it
-        for _, config in tradeoffs:
-            seen.offer_config(self, config)
+        met = [seen.offer_config(self, config) for _, config in tradeoffs]
         # Bisect the price wherever neighbouring trade-off points straddle the objective.
-        met = [seen.meets(self, config) for _, config in tradeoffs]
         for k in range(len(tradeoffs) - 1):
             if met[k] == met[k + 1]:
                 continue
@@ -415,8 +415,7 @@ class _Search:
             for _ in range(_BISECTIONS):
                 mid = math.sqrt(lo * hi) if lo > 0 else hi / 4
                 c_mid = self.at_price(mid, [c_lo, c_hi], seen)
-                seen.offer_config(self, c_mid)
-                if seen.meets(self, c_mid) == met[k]:
+                if seen.offer_config(self, c_mid) == met[k]:
                     lo, c_lo = mid, c_mid
                 else:
                     hi, c_hi = mid, c_mid
@@ -424,14 +423,15 @@ class _Search:
         config = seen.config
         n_correct, counts = self.evaluate(config)
         shared_counts = self.evaluate(self.shared_config(g))[1]
+        flops = self.flops(counts)
         return PerExitThresholds(
             thresholds=tuple(float(self.values[j][c]) for j, c in enumerate(config)),
             accuracy=n_correct / self.n,
-            mean_flops=float(self.flops(counts)) / self.n,
+            mean_flops=float(flops) / self.n,
             exit_shares=tuple(int(c) / self.n for c in counts),
             objective=objective,
             target=float(goal),
-            met=seen.meets(self, config),
+            met=_meets(keys_of(np.array([n_correct]), flops[None])),
             shared=SharedBaseline(
                 threshold=float(self.grid[g]),
                 accuracy=int(correct_g[g]) / self.n,
@@ -458,20 +458,21 @@ class _Seen:
         config[j] = best
         self._keep([float(k[best]) for k in keys], config)
 
-    def offer_config(self, search: _Search, config: Sequence[int]) -> None:
-        """Offer one configuration."""
+    def offer_config(self, search: _Search, config: Sequence[int]) -> bool:
+        """Offer one configuration; returns whether it meets the objective."""
         n_correct, counts = search.evaluate(config)
         keys = self.keys_of(np.array([n_correct]), search.flops(counts)[None])
         self._keep([float(k[0]) for k in keys], list(config))
+        return _meets(keys)
 
     def _keep(self, value: list[float], config: list[int]) -> None:
         if not self.config or value > self.keys:
             self.config, self.keys = config, value
 
-    def meets(self, search: _Search, config: Sequence[int]) -> bool:
-        n_correct, counts = search.evaluate(config)
-        keys = self.keys_of(np.array([n_correct]), search.flops(counts)[None])
-        return bool(keys[0][0] > 0)
+
+def _meets(keys: Sequence[np.ndarray]) -> bool:
+    """Whether the single point of ``keys`` (from :func:`_prefer`) meets the objective."""
+    return bool(keys[0][0] > 0)
 
 
 def _objective(
