@@ -32,6 +32,7 @@ from exitwise.outputs import ExitOutput
 from exitwise.policies import ExitPolicy, MaxProbability, default_thresholds
 
 __all__ = [
+    "NEVER",
     "SharedBaseline",
     "PerExitThresholds",
     "policy_scores",
@@ -42,7 +43,10 @@ __all__ = [
 
 Objective = Literal["accuracy", "flops"]
 
-_NEVER_MARGIN = 0.01  # "never leave" = score_bound + this (1.01 for probabilities, as the grid)
+_NEVER_MARGIN = 0.01  # "never leave" = score_bound + this
+NEVER = 1.0 + _NEVER_MARGIN
+"""A max-probability threshold no probability reaches: "never leave early" (1.01, the top of
+:func:`~exitwise.policies.default_thresholds`; unlike ``inf``, it is JSON-safe)."""
 _PRICES = (0.0, *(10.0 ** (-3.5 + 4.5 * k / 15) for k in range(16)))  # 1e-3.5 .. 10
 _MAX_PASSES = 20
 _BISECTIONS = 6  # price halvings where neighbouring trade-off points straddle the objective
@@ -133,7 +137,7 @@ def max_probability_scores(
     Shape:
         as :func:`policy_scores`: scores ``(E-1, N)`` in [0, 1], predictions ``(E, N)``.
     """
-    return policy_scores(outputs, MaxProbability(1.0 + _NEVER_MARGIN, temperature))
+    return policy_scores(outputs, MaxProbability(NEVER, temperature))
 
 
 # ----------------------------------------------------------------------------- the search itself

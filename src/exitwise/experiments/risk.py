@@ -42,6 +42,7 @@ from exitwise.calibration import (
 )
 from exitwise.calibration.risk import RiskControlledThresholds
 from exitwise.calibration.risk import RiskEvidence as SplitsEvidence
+from exitwise.calibration.thresholds import NEVER
 from exitwise.cost import CostAccount
 from exitwise.data import ArrayDataset, DatasetSplits, iterate_batches
 from exitwise.devices import module_device
@@ -86,7 +87,6 @@ SHIFTS: tuple[tuple[str, float], ...] = (
     ("gaussian_noise", 0.1),
 )
 """Disturbances of the shift check: seed 002's blur sigmas and two noise levels."""
-NEVER = 1.01  # a threshold no probability reaches: "never leave early" (JSON-safe, unlike inf)
 
 
 @dataclass(frozen=True)
