@@ -154,7 +154,7 @@ def efficiency_study(
         if val_out is not None and val_y is not None and val_acc is not None:
             entry.val_sweep = sweep(val_out, val_y, costs, make, grid)
             pick = choose_threshold(entry.val_sweep, val_acc[-1] - tolerance)
-            (p,) = sweep(test_out, test_y, costs, make, [pick.threshold])
+            p = next(q for q in points if q.threshold == pick.threshold)  # same grid
             entry.chosen = ChosenPoint(
                 p.threshold,
                 p.accuracy,
