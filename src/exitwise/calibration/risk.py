@@ -41,6 +41,8 @@ from exitwise.policies import MaxProbability
 __all__ = [
     "RiskName",
     "RISKS",
+    "MethodName",
+    "METHODS",
     "RiskControlledThresholds",
     "MethodEvidence",
     "EpsilonEvidence",
@@ -49,6 +51,7 @@ __all__ = [
     "quantile_path",
     "exit_indices",
     "loss_matrix",
+    "sample_losses",
     "hb_p_value",
     "fixed_sequence_test",
     "crc_index",
@@ -59,8 +62,11 @@ __all__ = [
 ]
 
 RiskName = Literal["disagreement", "gap"]
-RISKS: tuple[str, ...] = get_args(RiskName)
+RISKS: tuple[RiskName, ...] = get_args(RiskName)
 """The risks a controller can bound, by name."""
+MethodName = Literal["crc", "ltt"]
+METHODS: tuple[MethodName, ...] = get_args(MethodName)
+"""The controllers: Conformal Risk Control and Learn-then-Test."""
 
 _QUANTILES = (0.1, 0.5, 0.9)
 
@@ -89,7 +95,7 @@ class RiskControlledThresholds:
         per_exit: True when the grid was a per-exit path, False for a shared grid.
     """
 
-    method: Literal["crc", "ltt"]
+    method: MethodName
     risk: RiskName
     epsilon: float
     delta: float | None
@@ -354,13 +360,18 @@ def _exits(scores: Tensor, path: Tensor) -> Tensor:
     return out
 
 
-def _losses(exits: Tensor, preds: Tensor, labels: Tensor, risk: RiskName) -> Tensor:
-    """``(L, N)`` bool per-sample losses given the exit each sample left at."""
-    early = preds.gather(0, exits)  # (L, N)
-    final = preds[-1]
+def sample_losses(early: Tensor, final: Tensor, labels: Tensor, risk: RiskName) -> Tensor:
+    """Bool per-sample losses of the predictions ``early`` (made where each sample left; any
+    shape ending in ``N``) against the last exit's ``final`` ``(N,)`` and ``labels`` ``(N,)``:
+    the risk as the module's docstring defines it."""
     if risk == "disagreement":
         return early != final
     return (final == labels) & (early != labels)
+
+
+def _losses(exits: Tensor, preds: Tensor, labels: Tensor, risk: RiskName) -> Tensor:
+    """``(L, N)`` bool per-sample losses given the exit each sample left at."""
+    return sample_losses(preds.gather(0, exits), preds[-1], labels, risk)
 
 
 def exit_indices(
@@ -510,7 +521,7 @@ def ltt_index(losses: Tensor, epsilon: float, delta: float) -> int:
 
 
 def _fit(
-    method: Literal["crc", "ltt"],
+    method: MethodName,
     scores: Tensor,
     preds: Tensor,
     labels: Tensor,

@@ -40,7 +40,14 @@ from exitwise.calibration import (
     quantile_path,
     risk_evidence,
 )
-from exitwise.calibration.risk import RiskControlledThresholds
+from exitwise.calibration.risk import (
+    METHODS,
+    RISKS,
+    MethodName,
+    RiskControlledThresholds,
+    RiskName,
+    sample_losses,
+)
 from exitwise.calibration.risk import RiskEvidence as SplitsEvidence
 from exitwise.calibration.thresholds import NEVER
 from exitwise.cost import CostAccount
@@ -74,10 +81,8 @@ __all__ = [
     "fitted_policy",
 ]
 
-Risk = Literal["disagreement", "gap"]
-RISKS: tuple[Risk, ...] = ("disagreement", "gap")
-RULES: tuple[Literal["shared", "per_exit"], ...] = ("shared", "per_exit")
-METHODS: tuple[Literal["crc", "ltt"], ...] = ("crc", "ltt")
+Rule = Literal["shared", "per_exit"]
+RULES: tuple[Rule, ...] = ("shared", "per_exit")
 DEFAULT_EPSILONS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
 SHIFTS: tuple[tuple[str, float], ...] = (
     ("gaussian_blur", 0.5),
@@ -95,8 +100,8 @@ class RiskSettings:
 
     epsilon: float = 0.02
     delta: float = 0.1
-    method: Literal["crc", "ltt"] = "ltt"
-    rule: Literal["shared", "per_exit"] = "shared"
+    method: MethodName = "ltt"
+    rule: Rule = "shared"
     epsilons: tuple[float, ...] = DEFAULT_EPSILONS
     splits: int = 200
     calib_fraction: float = 0.5
@@ -162,12 +167,17 @@ def per_exit_path(data: _Split) -> Tensor:
 
 
 def _fit(
-    method: str, data: _Split, epsilon: float, delta: float, risk: Risk, path: Tensor | None
+    method: MethodName,
+    data: _Split,
+    epsilon: float,
+    delta: float,
+    risk: RiskName,
+    path: Tensor | None,
 ) -> RiskControlledThresholds:
-    d = data
+    outputs = data.scores, data.preds, data.labels
     if method == "crc":
-        return fit_crc(d.scores, d.preds, d.labels, epsilon, risk, per_exit_path=path)
-    return fit_ltt(d.scores, d.preds, d.labels, epsilon, delta, risk, per_exit_path=path)
+        return fit_crc(*outputs, epsilon, risk, per_exit_path=path)
+    return fit_ltt(*outputs, epsilon, delta, risk, per_exit_path=path)
 
 
 def _measure(
@@ -175,17 +185,14 @@ def _measure(
     data: _Split,
     temps: Sequence[float],
     costs: CostAccount,
-    risk: Risk,
+    risk: RiskName,
 ) -> tuple[float, float, float]:
     """Realised risk, FLOPs fraction and accuracy of the fitted rule on ``data``, by routing
     its outputs through the live rule (``simulate`` makes what ``route`` makes)."""
     res = simulate(data.outputs, fit.policy(list(temps)), costs)
-    final = data.preds[-1]
-    wrong_early = res.prediction != final
-    if risk == "gap":
-        wrong_early = wrong_early & (final == data.labels) & (res.prediction != data.labels)
+    losses = sample_losses(res.prediction, data.preds[-1], data.labels, risk)
     return (
-        float(wrong_early.double().mean()),
+        float(losses.double().mean()),
         res.mean_flops / costs.backbone_flops,
         res.accuracy(data.labels),
     )
@@ -197,16 +204,16 @@ def _thresholds(fit: RiskControlledThresholds) -> tuple[float, ...]:
 
 def _fit_result(
     fit: RiskControlledThresholds,
-    rule: str,
+    rule: Rule,
     measured: tuple[float, float, float],
     calibrated_on: str,
     measured_on: str,
 ) -> RiskFitResult:
     risk, fraction, acc = measured
     return RiskFitResult(
-        method=fit.method,  # type: ignore[arg-type]
-        risk=fit.risk,  # type: ignore[arg-type]
-        rule=rule,  # type: ignore[arg-type]
+        method=fit.method,
+        risk=fit.risk,
+        rule=rule,
         epsilon=fit.epsilon,
         delta=fit.delta,
         thresholds=_thresholds(fit),
@@ -385,7 +392,7 @@ def _shift_rows(
     idx = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(settings.seed))[:n]
     clean = data.test.images[idx].float() / 255
     labels = data.test.labels[idx]
-    risk: Risk = "disagreement"
+    risk: RiskName = "disagreement"
     clean_fits = {m: _fit(m, val, settings.epsilon, settings.delta, risk, None) for m in METHODS}
     half_a, half_b = _halves(n, settings.seed + 2)
     rows = []
