@@ -716,8 +716,9 @@ def risk_evidence(
     num_points = path.shape[0]
 
     # per grid point and sample: loss and exit, computed once; then counts per split
-    exits = _exits(scores, path).cpu()  # (L, N)
-    losses = _losses(exits.to(scores.device), preds, labels, name).cpu()  # (L, N)
+    exits = _exits(scores, path)  # (L, N)
+    losses = _losses(exits, preds, labels, name).cpu()  # (L, N)
+    exits = exits.cpu()
     indicators = torch.cat(
         [losses.unsqueeze(0), exits.unsqueeze(0) == torch.arange(side).view(-1, 1, 1)]
     )
