@@ -92,6 +92,8 @@ SHIFTS: tuple[tuple[str, float], ...] = (
     ("gaussian_noise", 0.1),
 )
 """Disturbances of the shift check: seed 002's blur sigmas and two noise levels."""
+SHIFT_RISK: RiskName = "disagreement"
+"""The risk of the shift check (with shared thresholds)."""
 
 
 @dataclass(frozen=True)
@@ -248,16 +250,10 @@ def _evidence_rows(ev: SplitsEvidence) -> list[EvidenceRow]:
     return rows
 
 
-def _outputs(
-    model: MultiExitNet, images: Tensor, labels: Tensor, batch_size: int
-) -> list[ExitOutput]:
-    device = module_device(model)
-    batches = (
-        (images[i : i + batch_size].to(device), labels[i : i + batch_size])
-        for i in range(0, len(labels), batch_size)
-    )
-    outputs, _ = collect_outputs(model, batches)
-    return outputs
+def _outputs(model: MultiExitNet, images: Tensor, batch_size: int) -> list[ExitOutput]:
+    """The exit outputs of ``images`` (``collect_outputs`` moves each batch to the model)."""
+    batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+    return collect_outputs(model, batches)[0]
 
 
 def risk_study(
@@ -308,12 +304,14 @@ def risk_study(
         "per_exit": (per_exit_path(val), per_exit_path(val.take(tune_idx))),
     }
     fitted, recalibrated = [], []
+    on_val: dict[tuple[Rule, RiskName, MethodName], RiskControlledThresholds] = {}
     for rule in RULES:
         val_cal = val.take(cal_idx) if rule == "per_exit" else val
         path_all, path_tune = paths[rule]
         for risk in RISKS:
             for method in METHODS:
                 fit = _fit(method, val_cal, settings.epsilon, settings.delta, risk, path_tune)
+                on_val[rule, risk, method] = fit
                 fitted.append(
                     _fit_result(
                         fit, rule, _measure(fit, test, temps, costs, risk), "validation", "test"
@@ -354,7 +352,8 @@ def risk_study(
                 )
             )  # fmt: skip
             say(f"evidence ({rule}, {risk})")
-    shift = _shift_rows(model, data, val, temps, costs, settings, say)
+    clean_fits = {m: on_val["shared", SHIFT_RISK, m] for m in METHODS}
+    shift = _shift_rows(model, data, clean_fits, temps, costs, settings, say)
     config = RiskConfig(
         epsilons=list(settings.epsilons),
         delta=settings.delta,
@@ -376,14 +375,15 @@ def risk_study(
 def _shift_rows(
     model: MultiExitNet,
     data: DatasetSplits,
-    val: _Split,
+    clean_fits: dict[MethodName, RiskControlledThresholds],
     temps: list[float],
     costs: CostAccount,
     settings: RiskSettings,
     say: Callable[[str], None],
 ) -> list[ShiftRow]:
-    """The user's risk and rule family (shared thresholds), calibrated on clean validation
-    images and applied to disturbed test images, against recalibrating on disturbed images."""
+    """The :data:`SHIFT_RISK` with shared thresholds, calibrated on clean validation images
+    (``clean_fits``, per method: the study's own fits) and applied to disturbed test images,
+    against recalibrating on disturbed images."""
     from exitwise.robustness.corruptions import corrupt
 
     if settings.shift_samples == 0:
@@ -392,14 +392,13 @@ def _shift_rows(
     idx = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(settings.seed))[:n]
     clean = data.test.images[idx].float() / 255
     labels = data.test.labels[idx]
-    risk: RiskName = "disagreement"
-    clean_fits = {m: _fit(m, val, settings.epsilon, settings.delta, risk, None) for m in METHODS}
+    risk = SHIFT_RISK
     half_a, half_b = _halves(n, settings.seed + 2)
     rows = []
     for name, level in SHIFTS:
         gen = torch.Generator().manual_seed(settings.seed * 7919 + int(level * 1000))
         x = corrupt(name, clean, level, gen)
-        shifted = _split(_outputs(model, x, labels, settings.batch_size), labels, temps)
+        shifted = _split(_outputs(model, x, settings.batch_size), labels, temps)
         for method in METHODS:
             c_risk, c_flops, _ = _measure(clean_fits[method], shifted, temps, costs, risk)
             refit = _fit(method, shifted.take(half_a), settings.epsilon, settings.delta, risk, None)
