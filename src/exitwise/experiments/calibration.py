@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from exitwise.calibration.temperature import (
+    Reliability,
     expected_calibration_error,
     fit_global_temperature,
     fit_temperatures,
@@ -41,8 +42,7 @@ BINS = 15
 """Equal-width confidence bins of the ECE, as seed 002's code uses."""
 
 
-def _bins(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> list[ReliabilityBin]:
-    diagram = reliability(logits, labels, temperature, bins=BINS)
+def _bins(diagram: Reliability) -> list[ReliabilityBin]:
     return [
         ReliabilityBin(b.lower, b.upper, b.count, b.confidence, b.accuracy) for b in diagram.bins
     ]
@@ -59,23 +59,26 @@ def calibrate_exits(
     test_labels: torch.Tensor,
 ) -> CalibrationSummary:
     """Fit one temperature per exit and one global temperature on validation; measure ECE, NLL
-    and reliability on test before and after."""
+    and reliability on test before and after (one reliability diagram gives both its ECE and
+    its bins)."""
     temps = fit_temperatures(val_outputs, val_labels)
     t_global = fit_global_temperature(val_outputs, val_labels)
     exits = []
     for i, (out, t) in enumerate(zip(test_outputs, temps, strict=True)):
         logits = out.logits
+        before = reliability(logits, test_labels, 1.0, bins=BINS)
+        after = reliability(logits, test_labels, t, bins=BINS)
         exits.append(
             ExitCalibration(
                 exit=i,
                 temperature=t,
-                ece_before=expected_calibration_error(logits, test_labels, 1.0, bins=BINS),
-                ece_after=expected_calibration_error(logits, test_labels, t, bins=BINS),
+                ece_before=before.ece,
+                ece_after=after.ece,
                 ece_global=expected_calibration_error(logits, test_labels, t_global, bins=BINS),
                 nll_before=_nll(logits, test_labels, 1.0),
                 nll_after=_nll(logits, test_labels, t),
-                reliability_before=_bins(logits, test_labels, 1.0),
-                reliability_after=_bins(logits, test_labels, t),
+                reliability_before=_bins(before),
+                reliability_after=_bins(after),
             )
         )
     return CalibrationSummary(
