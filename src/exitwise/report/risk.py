@@ -399,8 +399,8 @@ def render_figures(study: RiskResult) -> dict[str, bytes]:
 def _fits_csv(fits: Sequence[RiskFitResult], side_exits: int) -> bytes:
     names = [f.name for f in dataclasses.fields(RiskFitResult) if f.name != "thresholds"]
     header = [*names, *(f"threshold_exit_{i}" for i in range(side_exits))]
-    rows = [[getattr(f, n) for n in names] + list(f.thresholds) for f in fits]
-    return csv_bytes(header, [[("" if v is None else v) for v in row] for row in rows])
+    # csv writes None as an empty cell
+    return csv_bytes(header, [[getattr(f, n) for n in names] + list(f.thresholds) for f in fits])
 
 
 def tables(study: RiskResult) -> dict[str, bytes]:
@@ -418,8 +418,7 @@ def tables(study: RiskResult) -> dict[str, bytes]:
     ]
     shift_attrs = [f.name for f in dataclasses.fields(ShiftRow) if f.name != "epsilon"]
     shift = [
-        [("" if getattr(r, a) is None else getattr(r, a)) for a in shift_attrs]
-        + [_setting(r, study.config)[2]]
+        [getattr(r, a) for a in shift_attrs] + [_setting(r, study.config)[2]]
         for r in _sorted_shift(study)
     ]
     out = {
@@ -436,8 +435,8 @@ def tables(study: RiskResult) -> dict[str, bytes]:
 
 
 def _count_within(fits: Sequence[RiskFitResult]) -> tuple[int, int]:
-    measured = [f for f in fits if f.test_risk is not None]
-    return sum(f.test_risk <= f.epsilon for f in measured if f.test_risk is not None), len(measured)
+    measured = [(f.test_risk, f.epsilon) for f in fits if f.test_risk is not None]
+    return sum(risk <= eps for risk, eps in measured), len(measured)
 
 
 def _worst(fits: Sequence[RiskFitResult]) -> RiskFitResult | None:
