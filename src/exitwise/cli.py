@@ -161,6 +161,34 @@ def _load_data(cfg):
     return data
 
 
+def _trained_run(run_dir: Path, overrides=None, device=None, check_model=None):
+    """The run's config, its model (on ``device``, else the config's device) and its dataset,
+    checked to fit each other; ``check_model(model)`` runs before the data loads."""
+    from exitwise.devices import resolve_device
+    from exitwise.training.checkpoint import check_model_fits, load_model
+
+    cfg = _setup(None, overrides, run_dir)
+    model = load_model(run_dir, device=device or resolve_device(cfg.device)).model
+    if check_model is not None:
+        check_model(model)
+    data = _load_data(cfg)
+    check_model_fits(model, data, run_dir)
+    return cfg, model, data
+
+
+def _policy_context(model, data, run_dir: Path):
+    """The run's saved temperatures and committee weights (a PolicyContext), else fitted on the
+    validation split now."""
+    from exitwise.data import iterate_batches
+    from exitwise.experiments.calibration import run_policy_context
+    from exitwise.routing import collect_outputs
+
+    def val_outputs():
+        return collect_outputs(model, iterate_batches(data.val, 256))[0], data.val.labels
+
+    return run_policy_context(run_dir, model.num_exits, val_outputs)
+
+
 def _train(cfg, data):
     from exitwise.experiments.pipeline import train_run
 
@@ -364,20 +392,13 @@ def risk(
     """
     from exitwise.experiments.risk import RiskSettings, run_risk
     from exitwise.report import risk_markdown, write_risk_report
-    from exitwise.training import load_model
-    from exitwise.training.checkpoint import check_model_fits
 
     settings = RiskSettings(
         epsilon=epsilon, delta=delta, method=method, rule=rule, splits=splits,  # type: ignore[arg-type]
         shift_samples=shift_samples, seed=seed,
     )  # fmt: skip
     settings.check()
-    cfg = _setup(None, _with_device(None, device), run_dir)
-    from exitwise.devices import resolve_device
-
-    model = load_model(run_dir, device=resolve_device(cfg.device)).model
-    data = _load_data(cfg)
-    check_model_fits(model, data, run_dir)
+    cfg, model, data = _trained_run(run_dir, _with_device(None, device))
     name = cfg.model.preset or model.config["backbone"]
     with console.status("risk control: outputs, fits, evidence, shift...") as status:
         result = run_risk(
@@ -548,25 +569,12 @@ def offload(
     if iperf_seconds < 0:
         raise InputError(f"--iperf-seconds must be >= 0, got {iperf_seconds}")
 
-    from exitwise.experiments.calibration import run_policy_context
     from exitwise.experiments.offload import offload_config, run_offload
     from exitwise.report import offload_markdown, write_offload_report
-    from exitwise.routing import collect_outputs
-    from exitwise.training import load_model
-    from exitwise.training.checkpoint import check_model_fits
 
-    cfg = _setup(None, None, run_dir)
-    model = load_model(run_dir, device="cpu").model
-    data = _load_data(cfg)
-    check_model_fits(model, data, run_dir)
+    cfg, model, data = _trained_run(run_dir, device="cpu")
     settings.check(model.num_exits)
-
-    def val_outputs():
-        from exitwise.data import iterate_batches
-
-        return collect_outputs(model, iterate_batches(data.val, 256))[0], data.val.labels
-
-    ctx = run_policy_context(run_dir, model.num_exits, val_outputs)
+    ctx = _policy_context(model, data, run_dir)
     name = cfg.model.preset or model.config["backbone"]
     config = offload_config(model, str(run_dir), data.name, len(data.test), settings, ctx)
     with _progress() as progress:
@@ -666,15 +674,9 @@ def serve(
 def _edge_policy(model, data, run_dir: Path, method: str):
     """``make(alpha)`` for the edge rule ``method`` in the run's context: its saved temperatures
     and committee weights, else fitted on the validation split now."""
-    from exitwise.data import iterate_batches
-    from exitwise.experiments.calibration import run_policy_context
     from exitwise.policies import POLICIES
-    from exitwise.routing import collect_outputs
 
-    def val_outputs():
-        return collect_outputs(model, iterate_batches(data.val, 256))[0], data.val.labels
-
-    ctx = run_policy_context(run_dir, model.num_exits, val_outputs)
+    ctx = _policy_context(model, data, run_dir)
     if method == "committee" and ctx.exit_weights is not None and ctx.exit_weights[0] == 0:
         raise InputError("exit 0 classifies no validation image right; the committee needs it")
     return lambda alpha: POLICIES.get(method).make(alpha, ctx)
@@ -711,8 +713,6 @@ def edge(
     """The edge runtime on the run's test split: early exit on the edge up to exit k, the rest
     offloaded to the cloud in one request per batch; falls back to the most confident edge exit
     when the cloud fails. Prints accuracy, edge share, fallback count and mean latency."""
-    import math
-
     if not cloud.startswith(("http://", "https://")):
         raise InputError(f"--cloud must be a URL such as http://127.0.0.1:8000, got {cloud!r}")
     if split < 0:
@@ -732,16 +732,15 @@ def edge(
     dev = _device_option(device, "cpu")
 
     from exitwise.serving.edge import EdgeRuntime, run_batches
-    from exitwise.training.checkpoint import check_model_fits, load_model
 
-    cfg = _setup(None, None, run_dir)
-    model = load_model(run_dir, device=dev).model
-    if split > model.num_exits - 2:
-        raise InputError(
-            f"--split must be a side exit in 0..{model.num_exits - 2} of this model, got {split}"
-        )
-    data = _load_data(cfg)
-    check_model_fits(model, data, run_dir)
+    def check_split(model) -> None:
+        if split > model.num_exits - 2:
+            raise InputError(
+                f"--split must be a side exit in 0..{model.num_exits - 2} of this model, "
+                f"got {split}"
+            )
+
+    _, model, data = _trained_run(run_dir, device=dev, check_model=check_split)
     # the run's calibration (temperatures, committee weights), else fitted on validation now
     policy = _edge_policy(model, data, run_dir, "committee" if committee else "max_probability")(
         threshold
