@@ -497,7 +497,7 @@ def _page(r: EfficiencyResult, figures: dict[str, bytes]) -> bytes:
     cal = r.calibration
     scale, unit = fmt.flops_unit(r.costs.backbone_flops)
     return render_page(
-        "report.html",
+        REPORT_FILE,
         title=r.title,
         r=r,
         ref=r.backbone.accuracy,

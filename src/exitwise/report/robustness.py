@@ -152,8 +152,18 @@ def _cap_label(study: RobustnessResult) -> str:
     return f"capped at exit {cap}" if cap is not None else "capped policy"
 
 
-def _capped(rows: Sequence[DisturbanceResult]) -> bool:
+def _capped(rows: Sequence[DisturbanceResult | SlowdownRow]) -> bool:
     return any(r.capped is not None for r in rows)
+
+
+def _modes(capped: bool) -> list[str]:
+    """The points a table shows: the routed policy's, and the capped one's when it was run."""
+    return ["routed", "capped"] if capped else ["routed"]
+
+
+def _slowdown(study: RobustnessResult) -> list[SlowdownRow]:
+    """The slowdown summary by epsilon."""
+    return sorted(study.slowdown, key=lambda e: e.eps)
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -275,10 +285,10 @@ def exit_shares_figure(study: RobustnessResult) -> Figure:
 
 def slowdown_figure(study: RobustnessResult) -> Figure | None:
     """The slowdown attack: FLOPs, share of the saving erased and accuracy against eps."""
-    rows = sorted(study.slowdown, key=lambda e: e.eps)
+    rows = _slowdown(study)
     if not rows:
         return None
-    capped = any(e.capped is not None for e in rows)
+    capped = _capped(rows)
     fig, axes = plot.subplots(1, 3, (13.5, 4.4))
     panels = (
         ("flops_fraction", "mean FLOPs (% of plain backbone)", "FLOPs spent"),
@@ -327,7 +337,7 @@ def tables(study: RobustnessResult) -> dict[str, bytes]:
     """``robustness.csv`` (one row per result), and ``slowdown.csv`` with a slowdown summary."""
     n, shown = _num_exits(study), groups(study)
     attrs = ["accuracy", "mean_flops", "flops_fraction"]
-    modes = ["routed", "capped"][: 1 + any(_capped(rows) for _, rows in shown)]
+    modes = _modes(any(_capped(rows) for _, rows in shown))
     header = ["disturbance", "name", "kind", "level", "level_shown", "level_unit"]
     header += [f"accuracy_exit_{i}" for i in range(n)] + ["backbone_accuracy", "backbone_flops"]
     header += [f"{m}_{a}" for m in modes for a in [*attrs, *(f"share_exit_{i}" for i in range(n))]]
@@ -341,10 +351,10 @@ def tables(study: RobustnessResult) -> dict[str, bytes]:
             cells += _cells(point, attrs) + (list(point.exit_shares) if point else [""] * n)
         rows.append(cells)
     out = {"robustness.csv": csv_bytes(header, rows)}
-    slow = sorted(study.slowdown, key=lambda e: e.eps)
+    slow = _slowdown(study)
     if slow:
         attrs = ["accuracy", "flops_fraction", "saving", "saving_erased"]
-        modes = ["routed", "capped"][: 1 + any(e.capped is not None for e in slow)]
+        modes = _modes(_capped(slow))
         header = ["eps", "eps_255", *(f"{m}_{a}" for m in modes for a in attrs)]
         rows = [[e.eps, _shown("slowdown", e.eps)] for e in slow]
         for row, e in zip(rows, slow, strict=True):
@@ -377,9 +387,9 @@ def _page(study: RobustnessResult, figures: dict[str, bytes]) -> bytes:
     clean = next((r for r in study.results.values() if r.level == 0), None)
     disturbed = [r for r in study.results.values() if r.name != "slowdown" and r.level != 0]
     top = max(disturbed, key=lambda r: r.routed.flops_fraction, default=None)
-    slow: list[SlowdownRow] = sorted(study.slowdown, key=lambda e: e.eps)
+    slow = _slowdown(study)
     return render_page(
-        "robustness.html",
+        ROBUSTNESS_FILE,
         title=study.title or "Robustness study",
         study=study,
         num_exits=n,
@@ -388,7 +398,7 @@ def _page(study: RobustnessResult, figures: dict[str, bytes]) -> bytes:
         peak=top,
         sentences=[_sentence(key, rows) for key, rows in shown if rows[0].name != "slowdown"],
         slowdown=slow,
-        slowdown_modes=["routed", "capped"][: 1 + any(e.capped is not None for e in slow)],
+        slowdown_modes=_modes(_capped(slow)),
         drop=DROP,
         figures=embed(figures),
         groups=shown,
