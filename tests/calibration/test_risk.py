@@ -20,6 +20,7 @@ from exitwise.calibration.risk import (
     quantile_path,
     risk_evidence,
 )
+from exitwise.calibration.thresholds import max_probability_scores
 from exitwise.policies import MaxProbability
 from exitwise.routing import collect_outputs, route, simulate
 
@@ -58,15 +59,6 @@ def synthetic_draw(n, g):
 
 def true_risk(t):
     return 0.0 if math.isinf(t) else (1 - t) ** 2 / 2
-
-
-def max_probability_scores(outputs, temperature=1.0):
-    """The confidences MaxProbability itself compares, and every exit's prediction."""
-    rule = MaxProbability(2.0, temperature=temperature)
-    decisions = [rule.decide(i, outputs[: i + 1]) for i in range(len(outputs) - 1)]
-    scores = torch.stack([d.confidence for d in decisions])
-    preds = torch.stack([d.prediction for d in decisions] + [outputs[-1].logits.argmax(dim=1)])
-    return scores, preds
 
 
 # ------------------------------------------------------------------------------------- losses
