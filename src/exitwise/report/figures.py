@@ -99,6 +99,12 @@ def render_figures(builders: Mapping[str, Builder]) -> dict[str, bytes]:
     return out
 
 
+def accuracy_limits(lowest: float) -> tuple[float, float]:
+    """An accuracy axis (%) down to ``lowest``: from 0 below 40%, else from a round ten at least
+    5 points under it; up to 101 (a curve at 100% stays visible)."""
+    return (0.0 if lowest < 40.0 else 10.0 * math.floor((lowest - 5.0) / 10.0)), 101.0
+
+
 def key(label: str, **style: Any) -> Line2D:
     """A legend entry drawn with ``style`` (a line, a marker or both)."""
     return Line2D([], [], label=label, **style)

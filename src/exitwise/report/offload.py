@@ -552,7 +552,7 @@ def accuracy_figure(result: OffloadResult) -> Figure | None:
                 ax.set_xlabel("")
         axes[i, 0].set_ylabel("total accuracy (%)")
     low = min(drawn, default=0.0)
-    axes[0, 0].set_ylim(0.0 if low < 40.0 else 10.0 * math.floor((low - 5.0) / 10.0), 101.0)
+    axes[0, 0].set_ylim(*plot.accuracy_limits(low))
     shown = list(
         dict.fromkeys(m for a in alphas for k in ks for m, _ in _curves(result, a, k, True))
     )

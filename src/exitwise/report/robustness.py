@@ -222,10 +222,6 @@ def _draw_response(ax_acc: Axes, ax_flops: Axes, g: Group, n: int) -> tuple[floa
     return min(drawn), max(v for v in flops if math.isfinite(v))
 
 
-def _accuracy_limits(lowest: float) -> tuple[float, float]:
-    return (0.0 if lowest < 40.0 else 10.0 * math.floor((lowest - 5.0) / 10.0)), 101.0
-
-
 def _response_figure(study: RobustnessResult, kind: str, title: str) -> Figure | None:
     """Figs. 5 / 6: accuracy (top) and routed FLOPs (bottom) against the level, per column."""
     shown = [g for g in groups(study) if _kind(g) == kind]
@@ -237,7 +233,7 @@ def _response_figure(study: RobustnessResult, kind: str, title: str) -> Figure |
     )
     drawn = [_draw_response(axes[0, c], axes[1, c], g, n) for c, g in enumerate(shown)]
     for c in range(cols):
-        axes[0, c].set_ylim(*_accuracy_limits(min(d[0] for d in drawn)))
+        axes[0, c].set_ylim(*plot.accuracy_limits(min(d[0] for d in drawn)))
         axes[1, c].set_ylim(0, max(110.0, max(d[1] for d in drawn) + 12.0))
     axes[0, 0].set_ylabel("accuracy (%)")
     axes[1, 0].set_ylabel("mean FLOPs\n(% of plain backbone)")
@@ -312,7 +308,7 @@ def slowdown_figure(study: RobustnessResult) -> Figure | None:
             ax.axhline(0.0, color="#999999", lw=0.8)
             ax.set_ylim(min(-5.0, min(finite) - 5.0), max(110.0, max(finite) + 10.0))
         else:
-            ax.set_ylim(*_accuracy_limits(min(finite)))
+            ax.set_ylim(*plot.accuracy_limits(min(finite)))
         ax.set(ylabel=ylabel, title=title)
     handles, _ = axes[0, 0].get_legend_handles_labels()
     plot.legend_below(fig, handles, len(handles))
