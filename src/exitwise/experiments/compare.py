@@ -80,8 +80,8 @@ def _row(
 ) -> ComparedPoint:
     delta = test.accuracy - ref.accuracy
     fraction = test.mean_flops / ref.flops
-    met = None
-    if budget is None and goal_fraction is not None:
+    met = None  # a goal row is met within the tolerance and the FLOPs goal
+    if goal_fraction is not None:
         met = bool(delta >= -tolerance - 1e-12 and fraction <= goal_fraction)
     return ComparedPoint(
         run=run,
