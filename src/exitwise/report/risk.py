@@ -114,9 +114,14 @@ def _over(text: str, value: float, level: float, name: str) -> str:
     return text if value <= level else f"{text} (> {name})"
 
 
+def _side_exits(fits: Sequence[RiskFitResult]) -> int:
+    """The most thresholds (side exits) of any of ``fits``."""
+    return max((len(f.thresholds) for f in fits), default=0)
+
+
 def fit_header(fits: Sequence[RiskFitResult]) -> list[str]:
     """The header of :func:`fit_cells`: the thresholds' column names the side exits."""
-    side = max((len(f.thresholds) for f in fits), default=0)
+    side = _side_exits(fits)
     return [
         "Method",
         "Risk",
@@ -408,7 +413,7 @@ def tables(study: RiskResult) -> dict[str, bytes]:
     side exit), ``risk_evidence.csv`` (one row per risk, rule and epsilon), ``risk_shift.csv``
     (with the epsilon each row was calibrated for); the recalibrated and shift tables only when
     the study has such rows."""
-    side = max((len(f.thresholds) for f in (*study.fitted, *study.recalibrated)), default=0)
+    side = _side_exits([*study.fitted, *study.recalibrated])
     attrs = [f.name for f in dataclasses.fields(EvidenceRow)]
     head = ["risk", "rule", "delta", "splits", "calib_fraction"]
     evidence = [
