@@ -111,7 +111,11 @@ def check_pair(directory: str | Path, stem: str) -> tuple[dict, dict[str, tuple[
 def load_pair(directory: str | Path, stem: str) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a pair written by :func:`save_pair`; raise :class:`CheckpointError` if torn."""
     meta, _ = check_pair(directory, stem)
-    st = Path(directory) / f"{stem}.safetensors"
+    return _read_tensors(Path(directory) / f"{stem}.safetensors", meta), meta
+
+
+def _read_tensors(st: Path, meta: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a pair already checked (:func:`check_pair` gave ``meta``)."""
     try:
         with safe_open(str(st), framework="pt") as f:
             if (f.metadata() or {}).get("token") != meta.get("token"):
@@ -121,7 +125,7 @@ def load_pair(directory: str | Path, stem: str) -> tuple[dict[str, torch.Tensor]
         raise
     except Exception as e:
         raise CheckpointError(f"{st} cannot be read ({e}); restore it or train again") from None
-    return tensors, meta
+    return tensors
 
 
 def save_model(
@@ -201,9 +205,8 @@ def load_model(directory: str | Path, device: torch.device | str | None = None) 
     Checkpoints hold CPU tensors, so a model trained on one device loads on any other. The
     caller's global RNG state is left as it was.
     """
-    model, meta = check_model_files(directory)
-    tensors, meta = load_pair(directory, "model")
-    model.load_state_dict(tensors, strict=True)
+    model, meta = check_model_files(directory)  # reads model.json and the header once
+    model.load_state_dict(_read_tensors(Path(directory) / "model.safetensors", meta), strict=True)
     if device is not None:
         model.to(device)
     return LoadedModel(model.eval(), meta)
