@@ -15,6 +15,7 @@ is allowed when a bf16 matmul works there.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -109,8 +110,13 @@ def module_device(module: nn.Module) -> torch.device:
 
 
 def supports_bf16(device: torch.device | str) -> bool:
-    """Whether bf16 autocast can run on ``device``."""
-    dev = torch.device(device)
+    """Whether bf16 autocast can run on ``device`` (asked once per device: :func:`autocast`
+    checks it on every batch, and on MPS the answer costs a bf16 matmul and a sync)."""
+    return _supports_bf16(torch.device(device))
+
+
+@functools.cache
+def _supports_bf16(dev: torch.device) -> bool:
     if dev.type == "cpu":
         return True
     if dev.type == "cuda":
