@@ -309,11 +309,10 @@ def wire_cells(result: OffloadResult) -> list[list[str]]:
     their ratio, the ratio to the raw image, and the bytes per image over all images (those
     classified at the edge send nothing): the range over sigma, alpha and method. Then cloud
     only, which sends the raw image."""
-    image = result.image_bytes
-    ks = sorted({r.edge_exits for r in _early(result) if r.edge_exits is not None})
+    image, early = result.image_bytes, _early(result)
+    ks = sorted({r.edge_exits for r in early if r.edge_exits is not None})
     groups: list[tuple[str, int | None, list[OffloadRow]]] = [
-        (f"k = {k}: features after exit {k} ({result.config.features})", k, _early(result))
-        for k in ks
+        (f"k = {k}: features after exit {k} ({result.config.features})", k, early) for k in ks
     ]
     groups.append((f"{_method_name(CLOUD)}: raw image (UINT8)", None, _cloud(result)))
     cells = []
@@ -393,10 +392,8 @@ def sigma_table(result: OffloadResult, k: int | None = None) -> tuple[list[str],
         header += [f"{_method_name(m)}: accuracy", "at the edge", "latency"]
     if cloud:
         header += [f"{_method_name(CLOUD)}: accuracy", "latency"]
-    sigmas = sorted({r.sigma for r in result.rows})
-    out = []
-    alphas: list[float | None] = [*_alphas(result)] or [None]
-    for alpha in alphas:
+    sigmas, out = _sigmas(result), []
+    for alpha in _panels(result):
         curves = {m: {r.sigma: r for r in _select(result, m, alpha, k)} for m in methods}
         for sigma in sigmas:
             cells = [_alpha(alpha), f"{sigma:g}"]
