@@ -50,6 +50,7 @@ from exitwise.results import (
     SlowdownRow,
     TrainingInfo,
 )
+from exitwise.routing import pareto_front
 
 STAGE_FLOPS = [310_378_496, 268_435_456, 268_435_456, 263_585_792]
 EXIT_FLOPS = [14_030_208, 7_012_352, 3_508_224, 22_016]
@@ -93,19 +94,11 @@ def chosen(point: OperatingPoint, val_accuracy: float, rule: str) -> ChosenPoint
     return ChosenPoint(**fields, val_accuracy=val_accuracy, rule=rule)
 
 
-def pareto(points: list[OperatingPoint]) -> list[OperatingPoint]:
-    front: list[OperatingPoint] = []
-    for p in sorted(points, key=lambda q: (q.mean_flops, -q.accuracy)):
-        if not front or p.accuracy > front[-1].accuracy:
-            front.append(p)
-    return front
-
-
 def policy(
     label: str, thresholds: list[float], strictness: list[float], gain: float = 0.0
 ) -> PolicyResult:
     sweep = [_point(t, s, gain) for t, s in zip(thresholds, strictness, strict=True)]
-    return PolicyResult(label=label, sweep=sweep, pareto=pareto(sweep))
+    return PolicyResult(label=label, sweep=sweep, pareto=pareto_front(sweep))
 
 
 def efficiency_result(title: str = "BranchyResNet18 on synthetic-signs") -> EfficiencyResult:
@@ -357,7 +350,7 @@ def per_exit_policy() -> PolicyResult:
     result = PolicyResult(
         label="max softmax probability >= one threshold per exit, fitted for accuracy target t",
         sweep=sweep,
-        pareto=pareto(sweep),
+        pareto=pareto_front(sweep),
         parameter="accuracy target",
     )
     result.chosen = chosen(sweep[3], 0.9822, "thresholds fitted on validation for the target")
@@ -385,7 +378,7 @@ def calibrated_efficiency_result(
             [s**1.2 for s in strict], gain=0.03,
         ),
         "patience": PolicyResult(
-            "same prediction at t consecutive exits", patience, pareto(patience),
+            "same prediction at t consecutive exits", patience, pareto_front(patience),
             parameter="patience",
         ),
         "max_probability_per_exit": per_exit_policy(),

@@ -13,12 +13,12 @@ import pytest
 from exitwise.report import efficiency, figures, write_report
 from exitwise.report import format as fmt
 from exitwise.results import ComparisonResult, EfficiencyResult, PolicyResult, RobustnessResult
+from exitwise.routing import pareto_front
 from tests.report.factories import (
     GLOBAL_TEMPERATURE,
     calibrated_efficiency_result,
     comparison_result,
     efficiency_result,
-    pareto,
     policy,
     robustness_result,
     routed_point,
@@ -128,8 +128,8 @@ def test_degenerate_sweeps_draw_without_warnings(tmp_path: Path) -> None:
     r = efficiency_result()
     lone = r.policies["entropy"].sweep[4]
     grid = policy("t", [0.0, 0.5, 0.99, 0.9999, 1.0, 1.01], [0.0, 0.1, 0.6, 0.9, 1.0, 1.0])
-    r.policies = {"max prob/odd": dataclasses.replace(grid, sweep=[lone], pareto=pareto([lone])),
-                  "grid": grid}  # fmt: skip
+    odd = dataclasses.replace(grid, sweep=[lone], pareto=pareto_front([lone]))
+    r.policies = {"max prob/odd": odd, "grid": grid}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_report(r, tmp_path)
