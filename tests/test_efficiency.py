@@ -7,6 +7,17 @@ from exitwise.training import TrainConfig, train
 from tests.training.test_trainer import CFG, tiny_data, tiny_model
 
 
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny model trained one epoch (exits that disagree: 100% / 62%), in eval mode, and its
+    data; the study does not change it."""
+    torch.manual_seed(0)
+    data = tiny_data()
+    model = tiny_model()
+    train(model, data, TrainConfig(**{**CFG, "epochs": 1}))
+    return model.eval(), data
+
+
 def pt(t, acc, flops):
     return OperatingPoint(t, acc, flops, flops / 100, (1.0,))
 
@@ -37,12 +48,8 @@ def test_choose_threshold_takes_the_cheapest_good_enough_point():
     assert choose_threshold(points, 0.99).threshold == 1.0  # none qualifies: most accurate
 
 
-def test_study_reports_every_exit_policy_and_oracle():
-    torch.manual_seed(0)
-    data = tiny_data()
-    model = tiny_model()
-    train(model, data, TrainConfig(**{**CFG, "epochs": 1}))  # exits that disagree: 100% / 62%
-    model.eval()
+def test_study_reports_every_exit_policy_and_oracle(trained):
+    model, data = trained
     ev = efficiency_study(model, data, tolerance=0.0, model_name="tiny", calibrate=False)
     assert ev.calibration is None and "committee" not in ev.policies  # no weights without it
     assert [e.exit for e in ev.exits] == [0, 1]
@@ -71,15 +78,11 @@ def test_study_reports_every_exit_policy_and_oracle():
         efficiency_study(tiny_model(), tiny_data(), policies=["no_such_rule"])
 
 
-def test_calibrated_study_applies_temperatures_and_searches_per_exit_thresholds():
+def test_calibrated_study_applies_temperatures_and_searches_per_exit_thresholds(trained):
     from exitwise.policies import MaxProbability
     from exitwise.routing import collect_outputs, simulate
 
-    torch.manual_seed(0)
-    data = tiny_data()
-    model = tiny_model()
-    train(model, data, TrainConfig(**{**CFG, "epochs": 1}))
-    model.eval()
+    model, data = trained
     rules = ["max_probability", "entropy", "committee", "mean_ensemble", "patience"]
     ev = efficiency_study(model, data, rules, tolerance=0.005, model_name="tiny")
     cal = ev.calibration
