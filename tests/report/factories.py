@@ -10,7 +10,10 @@ issue 11 (committee, mean ensemble, patience, one threshold per exit).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
+from pathlib import Path
 
 from exitwise.results import (
     BackboneResult,
@@ -51,6 +54,12 @@ from exitwise.results import (
     TrainingInfo,
 )
 from exitwise.routing import pareto_front
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV table a report wrote, by column name."""
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
 
 STAGE_FLOPS = [310_378_496, 268_435_456, 268_435_456, 263_585_792]
 EXIT_FLOPS = [14_030_208, 7_012_352, 3_508_224, 22_016]

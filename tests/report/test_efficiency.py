@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import warnings
 from pathlib import Path
 
@@ -20,13 +18,10 @@ from tests.report.factories import (
     comparison_result,
     efficiency_result,
     policy,
+    read_csv,
     robustness_result,
     routed_point,
 )
-
-
-def _csv(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(path.read_text())))
 
 
 @pytest.mark.parametrize(
@@ -69,7 +64,7 @@ def test_page_shows_the_numbers(pages: dict[str, Path]) -> None:
 
 def test_csv_tables_round_trip(pages: dict[str, Path]) -> None:
     out, r = pages["report"].parent, efficiency_result()
-    rows = _csv(out / "exits.csv")
+    rows = read_csv(out / "exits.csv")
     assert list(rows[0]) == [
         "exit",
         "block",
@@ -87,7 +82,7 @@ def test_csv_tables_round_trip(pages: dict[str, Path]) -> None:
         assert int(row["path_flops"]) == e.path_flops and int(row["path_macs"]) == macs
     for name, pol in r.policies.items():
         for kind in ("sweep", "pareto"):
-            rows, points = _csv(out / f"{kind}_{name}.csv"), getattr(pol, kind)
+            rows, points = read_csv(out / f"{kind}_{name}.csv"), getattr(pol, kind)
             assert len(rows) == len(points)
             for row, p in zip(rows, points, strict=True):
                 for key in ("threshold", "accuracy", "mean_flops", "mean_macs", "flops_fraction"):
@@ -157,12 +152,12 @@ def test_calibration_section(pages: dict[str, Path]) -> None:
     after = " / ".join(fmt.pct(e.ece_after) for e in cal.exits)
     assert f"{before} → <b>{after}</b>" in html  # the headline
     out = pages["calibrated"].parent
-    rows = _csv(out / "calibration.csv")
+    rows = read_csv(out / "calibration.csv")
     for row, e in zip(rows, cal.exits, strict=True):
         for key in ("temperature", "ece_before", "ece_after", "ece_global", "nll_before"):
             assert float(row[key]) == getattr(e, key)
         assert float(row["global_temperature"]) == GLOBAL_TEMPERATURE
-    bins = _csv(out / "reliability.csv")
+    bins = read_csv(out / "reliability.csv")
     assert len(bins) == len(cal.exits) * 2 * cal.bins
     first = cal.exits[0].reliability_after[3]
     row = next(b for b in bins if (b["exit"], b["scaling"], b["bin"]) == ("0", "after", "3"))
@@ -192,7 +187,7 @@ def test_new_rules_in_the_tables(pages: dict[str, Path]) -> None:
     assert chosen is not None and chosen.thresholds is not None
     assert f"(thresholds per side exit {fmt.thresholds(chosen.thresholds)})" in html
     assert '<td class="l">4</td>' in html  # an integer patience, not "4.0"
-    rows = _csv(pages["calibrated"].parent / "sweep_max_probability_per_exit.csv")
+    rows = read_csv(pages["calibrated"].parent / "sweep_max_probability_per_exit.csv")
     for row, p in zip(rows, per_exit.sweep, strict=True):
         assert tuple(float(row[f"threshold_exit_{i}"]) for i in range(3)) == p.thresholds
     assert "threshold_exit_0" not in (pages["calibrated"].parent / "sweep_patience.csv").read_text()

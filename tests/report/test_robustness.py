@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from exitwise.report import format as fmt
 from exitwise.report import robustness, write_robustness_report
-from tests.report.factories import CAP_EXIT, robustness_result
+from tests.report.factories import CAP_EXIT, read_csv, robustness_result
 
 FIGURES = robustness.FIGURES
-
-
-def _csv(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(path.read_text())))
 
 
 def test_page_shows_the_numbers(pages: dict[str, Path]) -> None:
@@ -42,7 +36,7 @@ def test_page_shows_the_numbers(pages: dict[str, Path]) -> None:
 
 def test_results_csv(pages: dict[str, Path]) -> None:
     study = robustness_result()
-    rows = _csv(pages["robustness"].parent / "robustness.csv")
+    rows = read_csv(pages["robustness"].parent / "robustness.csv")
     assert len(rows) == len(study.results) == 2 * 4 + 2 * 3 + 3
     for row in rows:
         r = study.results[f"{row['disturbance']}@{float(row['level']):g}"]
@@ -65,7 +59,7 @@ def test_results_csv(pages: dict[str, Path]) -> None:
 
 def test_slowdown_csv(pages: dict[str, Path]) -> None:
     study = robustness_result()
-    rows = _csv(pages["robustness"].parent / "slowdown.csv")
+    rows = read_csv(pages["robustness"].parent / "slowdown.csv")
     assert [float(row["eps_255"]) for row in rows] == [0.0, 4.0, 8.0]
     for row, entry in zip(rows, study.slowdown, strict=True):
         assert float(row["eps"]) == entry.eps
