@@ -483,10 +483,8 @@ def _training(r: EfficiencyResult) -> list[tuple[str, str]]:
 
 
 def _page(r: EfficiencyResult, figures: dict[str, bytes]) -> bytes:
-    policies = []
-    for name, policy in r.policies.items():
-        if not policy.sweep:
-            continue
+    policies, shown = [], drawn(r)
+    for name, policy in shown.items():
         point, reason = headline_point(policy, r.backbone.accuracy)
         pareto = sorted(policy.pareto, key=lambda p: p.mean_flops)
         chosen = policy.chosen
@@ -511,7 +509,7 @@ def _page(r: EfficiencyResult, figures: dict[str, bytes]) -> bytes:
         calibration=cal,
         ece_header=ece_header(cal) if cal is not None else [],
         ece_rows=ece_rows(cal) if cal is not None else [],
-        empty=[name for name in r.policies if name not in drawn(r)],
+        empty=[name for name in r.policies if name not in shown],
         notes=r.notes,
     )
 
