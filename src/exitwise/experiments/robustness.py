@@ -232,9 +232,9 @@ def robustness_study(
         progress: called with a label after each finished (disturbance, level).
         dataset: the dataset's name, recorded with the configuration.
         device: where to run (the model is moved there); default: where the model is. Images
-            and labels may be on the CPU: each batch is moved there, disturbed and routed there,
-            and only its outputs come back to the CPU. The device is recorded with the
-            configuration.
+            and labels may be on the CPU: each batch is moved there (after a corruption, which
+            is applied on the CPU), attacked and routed there, and only its outputs come back to
+            the CPU. The device is recorded with the configuration.
     """
     if device is not None:
         model.to(device)
@@ -266,14 +266,16 @@ def robustness_study(
                     if progress is not None:
                         progress(key + " (resumed)")
                     continue
-                # Each batch is disturbed and then routed where it is: only outputs come back.
+                # An attack runs on the model's device, a corruption on the CPU (where its noise
+                # is drawn); either batch is then routed on the device: only outputs come back.
+                at = dev if d.kind == "attack" else torch.device("cpu")
                 disturbed = (
                     perturb(
                         model,
                         d,
                         level,
-                        images[i : i + batch_size].to(dev),
-                        labels[i : i + batch_size].to(dev),
+                        images[i : i + batch_size].to(at),
+                        labels[i : i + batch_size].to(at),
                         seed * 1_000_003 + di * 1_009 + li * 7 + i,
                         threshold,
                     ).detach()
