@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import warnings
 from pathlib import Path
 
 from exitwise.report import format as fmt
 from exitwise.report import risk, write_risk_report
 from exitwise.results import RiskResult
-from tests.report.factories import USER_EPSILON, risk_result
+from tests.report.factories import USER_EPSILON, read_csv, risk_result
 
 FIGURES = {"risk_disagreement.png", "risk_gap.png", "risk_shift.png"}
 TABLES = {"risk_fitted.csv", "risk_recalibrated.csv", "risk_evidence.csv", "risk_shift.csv"}
-
-
-def _csv(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(path.read_text())))
 
 
 def _row(cells: list[str], left: int) -> str:
@@ -102,7 +96,7 @@ def test_csv_tables_round_trip(pages: dict[str, Path]) -> None:
         ("risk_fitted.csv", study.fitted),
         ("risk_recalibrated.csv", study.recalibrated),
     ):
-        rows = _csv(out / name)
+        rows = read_csv(out / name)
         assert len(rows) == len(fits)
         for row, fit in zip(rows, fits, strict=True):
             assert (row["method"], row["risk"], row["rule"]) == (fit.method, fit.risk, fit.rule)
@@ -113,14 +107,14 @@ def test_csv_tables_round_trip(pages: dict[str, Path]) -> None:
                 row["qualified"] == str(fit.qualified)
                 and int(row["calib_samples"]) == fit.calib_samples
             )
-    rows = _csv(out / "risk_evidence.csv")
+    rows = read_csv(out / "risk_evidence.csv")
     expected = [(ev, r) for ev in study.evidence for r in ev.rows]
     assert len(rows) == len(expected) == 4 * 6
     for row, (ev, r) in zip(rows, expected, strict=True):
         assert (row["risk"], row["rule"], float(row["delta"])) == (ev.risk, ev.rule, ev.delta)
         for f in dataclasses.fields(r):
             assert float(row[f.name]) == getattr(r, f.name)
-    rows = _csv(out / "risk_shift.csv")
+    rows = read_csv(out / "risk_shift.csv")
     assert len(rows) == len(study.shift)
     for row in rows:
         assert float(row["epsilon"]) == USER_EPSILON and row["risk"] == "disagreement"
