@@ -142,6 +142,7 @@ def test_32_concurrent_clients_lose_and_mix_up_nothing(net):
     confidence's bits (and the exit) that would show an answer given to the wrong image,
     batch or client."""
     clients, batches, size, max_in_flight = 32, 3, 6, 2
+    RETRIES = 100  # noqa: N806
     data = [[_images(size, seed=1000 + 10 * t + b) for b in range(batches)] for t in range(clients)]
     wants = {
         (t, b): route(net, images.float() / 255, _edge_rule(t % 3))
@@ -170,8 +171,12 @@ def test_32_concurrent_clients_lose_and_mix_up_nothing(net):
     def client(t, url):
         try:
             rule = MaxProbability(THRESHOLDS)
-            # 12 retries from 5 ms, doubling: up to 20 s of backoff before giving up
-            with EdgeRuntime(net, t % 3, rule, url, retries=12, backoff_s=0.005) as rt:
+            # from 5 ms, doubling up to 0.2 s: about 20 s of asking before giving up (32 client
+            # threads and the server share 2 cores and the GIL: under load the contention
+            # lasts; with no cap, a client refused a dozen times slept for many seconds)
+            with EdgeRuntime(
+                net, t % 3, rule, url, retries=RETRIES, backoff_s=0.005, max_backoff_s=0.2
+            ) as rt:
                 start.wait(30)
                 for b, images in enumerate(data[t]):
                     results[t, b] = rt.classify(images)
@@ -184,7 +189,7 @@ def test_32_concurrent_clients_lose_and_mix_up_nothing(net):
             for th in threads:
                 th.start()
             for th in threads:
-                th.join(120)
+                th.join(300)
             assert not any(th.is_alive() for th in threads), "a client hangs"
     finally:
         app.saw_503.set()
@@ -196,7 +201,7 @@ def test_32_concurrent_clients_lose_and_mix_up_nothing(net):
         fallback = None
         if got.fallback_count:  # only if a client ran out of retries: flagged, and correct
             fell_back += 1
-            assert "HTTP 503" in got.fallback_reason and got.attempts == 13
+            assert "HTTP 503" in got.fallback_reason and got.attempts == RETRIES + 1
             x = data[t][b].float() / 255
             fallback = _fallback_reference(net, x, MaxProbability(THRESHOLDS), t % 3)
         _check(got, wants[t, b], fallback)  # its own images' answers, in order, exactly
@@ -207,7 +212,7 @@ def test_32_concurrent_clients_lose_and_mix_up_nothing(net):
     assert sum(got.attempts for got in results.values()) == sum(app.counts.values())
     assert app.counts[200] == sum(CLOUD in got.where for got in results.values())
     assert sum(got.attempts > 1 for got in results.values()) > 0
-    assert fell_back == 0, f"{fell_back} batches ran out of retries"  # 20 s of backoff is ample
+    assert fell_back == 0, f"{fell_back} batches ran out of retries"  # 20 s of asking is ample
     assert sum(got.offloaded > 0 for got in results.values()) > 3 * max_in_flight
 
 

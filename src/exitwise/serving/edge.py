@@ -17,8 +17,8 @@ rather than the last one because each edge exit the sample passed through alread
 rule's threshold; the rule's score is the only evidence of which one is likelier right, and the
 deeper exit wins ties since it is usually the more accurate.
 
-Retries: at most ``retries`` more attempts after the first, with exponential backoff, and only
-for a failed connection (connect error or connect timeout) or a 503 / 504 answer. A 4xx is
+Retries: at most ``retries`` more attempts after the first, with jittered exponential backoff,
+and only for a failed connection (connect error or connect timeout) or a 503 / 504 answer. A 4xx is
 never retried, nor a read timeout (the cloud may still be computing; waiting again would only
 make the answer later than the fallback).
 """
@@ -26,6 +26,7 @@ make the answer later than the fallback).
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,7 +139,12 @@ class EdgeRuntime:
         connect_timeout_s: how long to wait for a connection.
         read_timeout_s: how long to wait for the answer (and each write).
         retries: further attempts after a failed connection or a 503 / 504.
-        backoff_s: wait before the first retry; doubled before each next one.
+        backoff_s: mean wait before the first retry; doubled before each next one up to
+            ``max_backoff_s``, each wait drawn uniformly from half to one and a half of it
+            (jitter, so that clients refused together do not all come back together).
+        max_backoff_s: the cap of the mean wait (a client refused many times keeps asking at
+            this pace instead of sleeping ever longer while the cloud may be free).
+        seed: seeds the jitter (``None``: from the OS).
     """
 
     def __init__(
@@ -153,6 +159,8 @@ class EdgeRuntime:
         read_timeout_s: float = 10.0,
         retries: int = 2,
         backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+        seed: int | None = None,
     ) -> None:
         if not isinstance(policy, ExitPolicy):
             raise TypeError(
@@ -163,13 +171,29 @@ class EdgeRuntime:
         model.split(k)  # refuses a k that is not a side exit, naming the range
         if features not in _FEATURE_DTYPES:
             raise ValueError(f"features must be one of {sorted(_FEATURE_DTYPES)}, got {features!r}")
-        if retries < 0 or backoff_s < 0:
-            raise ValueError(f"retries and backoff_s must be >= 0, got {retries} and {backoff_s}")
         self.model, self.k, self.policy = model, k, policy
         self.features = features
-        self.retries, self.backoff_s = retries, backoff_s
         self.model_name = cloud_model_name(k)
+        self._retry(retries, backoff_s, max_backoff_s, seed)
+        self._connect(base_url, token, connect_timeout_s, read_timeout_s)
+
+    def _connect(
+        self, base_url: str, token: str | None, connect_timeout_s: float, read_timeout_s: float
+    ) -> None:
+        """The keep-alive client (checked)."""
         self.client = _http_client(base_url, token, connect_timeout_s, read_timeout_s)
+
+    def _retry(
+        self, retries: int, backoff_s: float, max_backoff_s: float, seed: int | None
+    ) -> None:
+        """The retry policy (checked): capped exponential backoff with jitter."""
+        if retries < 0 or backoff_s < 0 or max_backoff_s < 0:
+            raise ValueError(
+                f"retries, backoff_s and max_backoff_s must be >= 0, got {retries}, {backoff_s} "
+                f"and {max_backoff_s}"
+            )
+        self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
+        self._jitter = random.Random(seed)
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -318,7 +342,8 @@ class EdgeRuntime:
                     raise self._failed(retry, attempt, t0)
             if attempt > self.retries:
                 raise self._failed(f"{retry} (after {attempt} attempts)", attempt, t0)
-            time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            mean = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+            time.sleep(mean * self._jitter.uniform(0.5, 1.5))
 
     @staticmethod
     def _failed(reason: str, attempts: int, t0: float) -> _CloudFailed:
@@ -405,8 +430,8 @@ class CloudOnly(EdgeRuntime):
 
     Args:
         model: the network (only its input shape and classes are read, to check the answers).
-        base_url, token, connect_timeout_s, read_timeout_s, retries, backoff_s: as for
-            :class:`EdgeRuntime`.
+        base_url, token, connect_timeout_s, read_timeout_s, retries, backoff_s, max_backoff_s,
+            seed: as for :class:`EdgeRuntime`.
     """
 
     def __init__(
@@ -418,13 +443,13 @@ class CloudOnly(EdgeRuntime):
         read_timeout_s: float = 10.0,
         retries: int = 2,
         backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+        seed: int | None = None,
     ) -> None:
-        if retries < 0 or backoff_s < 0:
-            raise ValueError(f"retries and backoff_s must be >= 0, got {retries} and {backoff_s}")
         self.model, self.k, self.features = model, -1, "UINT8"
-        self.retries, self.backoff_s = retries, backoff_s
         self.model_name = IMAGE_MODEL
-        self.client = _http_client(base_url, token, connect_timeout_s, read_timeout_s)
+        self._retry(retries, backoff_s, max_backoff_s, seed)
+        self._connect(base_url, token, connect_timeout_s, read_timeout_s)
 
     def __repr__(self) -> str:
         return f"CloudOnly(cloud={self.client.base_url})"
